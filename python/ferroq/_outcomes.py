@@ -1,0 +1,34 @@
+"""Values a performer may return to say how its attempt ended, other than success."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+__all__ = ["Discard", "Fail", "Snooze"]
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The attempt failed: retried after the backoff, like raising an exception."""
+
+    reason: str = "failed"
+
+
+@dataclass(frozen=True)
+class Snooze:
+    """Run the job again after ``seconds``; the attempt is not counted."""
+
+    seconds: float | timedelta
+
+    @property
+    def delay(self) -> float:
+        seconds = self.seconds.total_seconds() if isinstance(self.seconds, timedelta) else float(self.seconds)
+        return max(seconds, 0.0)
+
+
+@dataclass(frozen=True)
+class Discard:
+    """End the job now as ``discarded``; it is not retried."""
+
+    reason: str = "discarded"

@@ -1,0 +1,119 @@
+"""The ``ferroq`` command: migrate, run a worker, list, retry and cancel jobs."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from ._app import App
+from .errors import FerroqError
+
+__all__ = ["main"]
+
+
+def _load_app(target: str) -> App:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"ferroq: expected module:app, got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    module = importlib.import_module(module_name)
+    app = module
+    for part in attribute.split("."):
+        app = getattr(app, part)
+    if not isinstance(app, App):
+        raise SystemExit(f"ferroq: {target} is not a ferroq.App (got {type(app).__name__})")
+    return app
+
+
+def _app_from_args(args: argparse.Namespace) -> App:
+    return App(args.database_url, scope=args.scope)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    applied = _app_from_args(args).migrate()
+    print(f"applied migrations {applied}" if applied else "schema is up to date")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    app = _load_app(args.app)
+    if args.concurrency is not None:
+        app.concurrency = args.concurrency
+    if args.migrate:
+        app.migrate()
+    print(f"ferroq worker {app.worker_name}: scope {app.scope!r}, performers {sorted(app._performers)}", flush=True)
+    app.run()
+    return 0
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    app = _app_from_args(args)
+    jobs = app.list_jobs(queue=args.queue, action=args.action, state=args.state, search=args.search, limit=args.limit)
+    print(f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20} error")
+    for job in jobs:
+        error = (job.error or "").splitlines()[-1:] or [""]
+        print(f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20} {job.action:<20} {error[0][:60]}")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    job = _app_from_args(args).retry_job(args.id)
+    print(f"job {job.id} is {job.state}")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    job = _app_from_args(args).cancel_job(args.id)
+    print(f"job {job.id} is {job.state}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferroq", description="ferroq job queue")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_database(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--database-url", default=None, help="default: $FERROQ_DATABASE_URL")
+        sub.add_argument("--scope", default="default")
+        return sub
+
+    with_database(commands.add_parser("migrate", help="create or upgrade the tables")).set_defaults(run=_migrate)
+
+    worker = commands.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
+    worker.add_argument("app", help="module:attribute of a ferroq.App")
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--migrate", action="store_true", help="migrate the schema before starting")
+    worker.set_defaults(run=_worker)
+
+    jobs = with_database(commands.add_parser("jobs", help="list jobs"))
+    jobs.add_argument("--queue")
+    jobs.add_argument("--action")
+    jobs.add_argument("--state")
+    jobs.add_argument("--search")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.set_defaults(run=_jobs)
+
+    for name, run in (("retry", _retry), ("cancel", _cancel)):
+        sub = with_database(commands.add_parser(name, help=f"{name} a job"))
+        sub.add_argument("id", type=int)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        result: Any = args.run(args)
+    except FerroqError as exc:
+        print(f"ferroq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

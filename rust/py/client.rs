@@ -1,0 +1,448 @@
+//! `ferroq._core.Client`: the store of one App (scope, concurrent queues, limits) with the
+//! operations the Python `App` exposes. Inputs are converted to owned Rust values first; the
+//! GIL is released for every database round trip.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use tokio::sync::{Notify, OnceCell};
+
+use crate::config::{validate_name, validate_new_job, ClientConfig, WorkerConfig};
+use crate::error::{Error, Result};
+use crate::job::{Job, NewJob, Schedule};
+use crate::py::job::PyJob;
+use crate::py::worker::{PyDispatcher, WorkerHandle};
+use crate::runtime::{block_on, runtime};
+use crate::store::{self, JobFilter, OrderBy, Store, Transition};
+use crate::worker::Worker;
+
+/// One job to insert as Python hands it over, types already checked by `ferroq/_app.py`:
+/// (queue, action, params JSON, scheduled_at, delay seconds, timeout, max_backoff,
+/// max_attempts, priority).
+type JobSpec = (
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+    Option<f64>,
+    f64,
+    f64,
+    i64,
+    i64,
+);
+
+/// The storage side of one App.
+#[pyclass(frozen, module = "ferroq._core")]
+pub struct Client {
+    config: ClientConfig,
+    store: OnceCell<Arc<dyn Store>>,
+    /// Wakes this process's worker when this process enqueues, without a database round trip.
+    wake: Arc<Notify>,
+}
+
+impl Client {
+    /// The store, connected on first use so that an App can be built at import time.
+    async fn store(&self) -> Result<Arc<dyn Store>> {
+        self.store
+            .get_or_try_init(|| store::open(&self.config))
+            .await
+            .cloned()
+    }
+
+    fn new_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<NewJob>> {
+        specs
+            .into_iter()
+            .map(
+                |(
+                    queue,
+                    action,
+                    params,
+                    scheduled_at,
+                    delay,
+                    timeout,
+                    max_backoff,
+                    max_attempts,
+                    priority,
+                )| {
+                    let schedule = match (scheduled_at, delay) {
+                        (Some(_), Some(_)) => {
+                            return Err(Error::InvalidSchedule(
+                                "give either scheduled_at or delay, not both".into(),
+                            ))
+                        }
+                        (Some(at), None) => Schedule::At(at),
+                        (None, Some(seconds)) => Schedule::In(seconds),
+                        (None, None) => Schedule::Now,
+                    };
+                    let max_attempts = i32::try_from(max_attempts).map_err(|_| {
+                        Error::InvalidOption(format!("max_attempts {max_attempts} is out of range"))
+                    })?;
+                    let priority = i32::try_from(priority).map_err(|_| {
+                        Error::InvalidOption(format!("priority {priority} is out of range"))
+                    })?;
+                    let job = NewJob {
+                        blocking: self.config.is_blocking(&queue),
+                        queue,
+                        action,
+                        params,
+                        schedule,
+                        timeout,
+                        max_backoff,
+                        max_attempts,
+                        priority,
+                    };
+                    validate_new_job(&job, self.config.max_params_size)?;
+                    Ok(job)
+                },
+            )
+            .collect()
+    }
+
+    fn wrap(jobs: Vec<Job>) -> Vec<PyJob> {
+        jobs.into_iter().map(|job| PyJob::new(job, None)).collect()
+    }
+
+    fn filter(
+        queue: Option<String>,
+        action: Option<String>,
+        states: Option<Vec<String>>,
+        search: Option<String>,
+        order_by: &str,
+        descending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<JobFilter> {
+        if let Some(states) = &states {
+            for state in states {
+                if crate::job::JobState::parse(state).is_none() {
+                    return Err(Error::InvalidOption(format!(
+                        "unknown job state {state:?}: use scheduled, available, running, retryable, completed, failed or discarded"
+                    )));
+                }
+            }
+        }
+        if limit < 0 || offset < 0 {
+            return Err(Error::InvalidOption(
+                "limit and offset must not be negative".into(),
+            ));
+        }
+        Ok(JobFilter {
+            queue,
+            action,
+            states,
+            search,
+            order_by: OrderBy::parse(order_by)?,
+            descending,
+            limit,
+            offset,
+        })
+    }
+}
+
+#[pymethods]
+impl Client {
+    #[new]
+    #[pyo3(signature = (database_url, scope, concurrent_queues, max_params_size, connect_timeout, pool_size))]
+    fn new(
+        database_url: String,
+        scope: String,
+        concurrent_queues: HashMap<String, u32>,
+        max_params_size: usize,
+        connect_timeout: f64,
+        pool_size: usize,
+    ) -> PyResult<Client> {
+        if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
+            return Err(Error::Configuration(
+                "connect_timeout must be a positive number of seconds".into(),
+            )
+            .into());
+        }
+        let config = ClientConfig {
+            database_url,
+            scope,
+            concurrent_queues,
+            max_params_size,
+            connect_timeout: Duration::from_secs_f64(connect_timeout),
+            pool_size: pool_size.max(2),
+        };
+        store::check_url(&config.database_url)?;
+        config.validate()?;
+        Ok(Client {
+            config,
+            store: OnceCell::new(),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    #[getter]
+    fn scope(&self) -> &str {
+        &self.config.scope
+    }
+
+    /// Create or upgrade the tables; returns the versions applied now.
+    fn migrate(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
+        Ok(block_on(py, async { self.store().await?.migrate().await })?)
+    }
+
+    /// Insert jobs in one round trip.
+    fn insert_jobs(&self, py: Python<'_>, specs: Vec<JobSpec>) -> PyResult<Vec<PyJob>> {
+        let jobs = self.new_jobs(specs)?;
+        let inserted = block_on(py, async {
+            self.store()
+                .await?
+                .insert_jobs(&self.config.scope, &jobs)
+                .await
+        })?;
+        self.wake.notify_one();
+        Ok(Self::wrap(inserted))
+    }
+
+    /// Awaitable twin of `insert_jobs` for asyncio callers.
+    fn ainsert_jobs<'py>(
+        slf: Bound<'py, Self>,
+        specs: Vec<JobSpec>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let jobs = slf.get().new_jobs(specs)?;
+        let client: Py<Client> = slf.unbind();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let this = client.get();
+            let store = this.store().await?;
+            let inserted = store.insert_jobs(&this.config.scope, &jobs).await?;
+            this.wake.notify_one();
+            Ok(Self::wrap(inserted))
+        })
+    }
+
+    /// The insert statement and its parameters, for running on a caller's own connection so
+    /// the jobs commit or roll back with the caller's transaction.
+    fn external_insert<'py>(
+        &self,
+        py: Python<'py>,
+        specs: Vec<JobSpec>,
+    ) -> PyResult<(String, Bound<'py, PyTuple>)> {
+        let jobs = self.new_jobs(specs)?;
+        let sql = block_on(py, async {
+            Ok::<_, Error>(self.store().await?.external_insert_sql())
+        })?;
+        let at: Vec<Option<DateTime<Utc>>> = jobs
+            .iter()
+            .map(|j| {
+                if let Schedule::At(t) = j.schedule {
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let delays: Vec<Option<f64>> = jobs
+            .iter()
+            .map(|j| {
+                if let Schedule::In(d) = j.schedule {
+                    Some(d)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let params = (
+            &self.config.scope,
+            jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.action.as_str()).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.params.as_str()).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.blocking).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.timeout).collect::<Vec<_>>(),
+            jobs.iter().map(|j| j.max_backoff).collect::<Vec<_>>(),
+            at,
+            delays,
+        )
+            .into_pyobject(py)?;
+        Ok((sql.to_string(), params))
+    }
+
+    /// Build a Job from a row returned by the external insert (columns in `JOB_COLUMNS`
+    /// order, datetimes already converted to UTC).
+    #[staticmethod]
+    fn job_from_row(row: &Bound<'_, PyTuple>) -> PyResult<PyJob> {
+        let item = |i: usize| row.get_item(i);
+        Ok(PyJob::new(
+            Job {
+                id: item(0)?.extract()?,
+                scope: item(1)?.extract()?,
+                queue: item(2)?.extract()?,
+                action: item(3)?.extract()?,
+                params: item(4)?.extract()?,
+                priority: item(5)?.extract()?,
+                sequence: item(6)?.extract()?,
+                state: item(7)?.extract()?,
+                attempts: item(8)?.extract()?,
+                max_attempts: item(9)?.extract()?,
+                timeout: item(10)?.extract()?,
+                max_backoff: item(11)?.extract()?,
+                scheduled_at: item(12)?.extract()?,
+                attempted_at: item(13)?.extract()?,
+                attempted_by: item(14)?.extract()?,
+                next_attempt_at: item(15)?.extract()?,
+                done_at: item(16)?.extract()?,
+                inserted_at: item(17)?.extract()?,
+                error: item(18)?.extract()?,
+                result: item(19)?.extract()?,
+                lease_token: item(20)?.extract()?,
+            },
+            None,
+        ))
+    }
+
+    fn get_job(&self, py: Python<'_>, id: i64) -> PyResult<Option<PyJob>> {
+        let job = block_on(py, async {
+            self.store().await?.get_job(&self.config.scope, id).await
+        })?;
+        Ok(job.map(|j| PyJob::new(j, None)))
+    }
+
+    #[pyo3(signature = (queue, action, states, search, order_by, descending, limit, offset))]
+    #[allow(clippy::too_many_arguments)]
+    fn list_jobs(
+        &self,
+        py: Python<'_>,
+        queue: Option<String>,
+        action: Option<String>,
+        states: Option<Vec<String>>,
+        search: Option<String>,
+        order_by: &str,
+        descending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> PyResult<Vec<PyJob>> {
+        let filter = Self::filter(
+            queue, action, states, search, order_by, descending, limit, offset,
+        )?;
+        let jobs = block_on(py, async {
+            self.store()
+                .await?
+                .list_jobs(&self.config.scope, &filter)
+                .await
+        })?;
+        Ok(Self::wrap(jobs))
+    }
+
+    #[pyo3(signature = (queue, action, states, search))]
+    fn count_jobs(
+        &self,
+        py: Python<'_>,
+        queue: Option<String>,
+        action: Option<String>,
+        states: Option<Vec<String>>,
+        search: Option<String>,
+    ) -> PyResult<i64> {
+        let filter = Self::filter(queue, action, states, search, "id", false, 0, 0)?;
+        Ok(block_on(py, async {
+            self.store()
+                .await?
+                .count_jobs(&self.config.scope, &filter)
+                .await
+        })?)
+    }
+
+    fn retry_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
+        let outcome = block_on(py, async {
+            self.store().await?.retry_job(&self.config.scope, id).await
+        })?;
+        self.wake.notify_one();
+        transition_result(outcome, id, py, self)
+    }
+
+    fn cancel_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
+        let outcome = block_on(py, async {
+            self.store().await?.cancel_job(&self.config.scope, id).await
+        })?;
+        transition_result(outcome, id, py, self)
+    }
+
+    /// Wake every worker of this scope, in this process and others.
+    fn notify(&self, py: Python<'_>) -> PyResult<()> {
+        self.wake.notify_one();
+        Ok(block_on(py, async {
+            self.store().await?.notify(&self.config.scope).await
+        })?)
+    }
+
+    /// Start a worker whose performers run in `executor` (see `ferroq/_executor.py`).
+    #[pyo3(signature = (executor, concurrency, poll_interval, lease_ttl, cleanup_interval, job_retention, worker_name, drain))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_worker(
+        &self,
+        py: Python<'_>,
+        executor: Py<PyAny>,
+        concurrency: u32,
+        poll_interval: f64,
+        lease_ttl: f64,
+        cleanup_interval: Option<f64>,
+        job_retention: f64,
+        worker_name: String,
+        drain: bool,
+    ) -> PyResult<WorkerHandle> {
+        let seconds = |name: &str, value: f64| -> Result<Duration> {
+            Duration::try_from_secs_f64(value).map_err(|_| {
+                Error::Configuration(format!(
+                    "{name} must be a non-negative number of seconds, got {value}"
+                ))
+            })
+        };
+        let config = WorkerConfig {
+            concurrency,
+            poll_interval: seconds("poll_interval", poll_interval)?,
+            lease_ttl: seconds("lease_ttl", lease_ttl)?,
+            cleanup_interval: cleanup_interval
+                .map(|s| seconds("cleanup_interval", s))
+                .transpose()?,
+            job_retention: seconds("job_retention", job_retention)?,
+            worker_name,
+            drain,
+        };
+        config.validate()?;
+        validate_name("worker name", &config.worker_name)?;
+        let store = block_on(py, self.store())?;
+        let complete_sql = store.external_complete_sql();
+        let dispatcher = Arc::new(PyDispatcher::spawn(executor, complete_sql));
+        let mut concurrent: Vec<(String, u32)> = self
+            .config
+            .concurrent_queues
+            .iter()
+            .map(|(q, n)| (q.clone(), *n))
+            .collect();
+        concurrent.sort();
+        let wake = self.wake.clone();
+        let scope = self.config.scope.clone();
+        let worker = {
+            let _guard = runtime().enter();
+            Worker::start(store, scope, concurrent, config, dispatcher.clone(), wake)
+        };
+        Ok(WorkerHandle::new(worker, dispatcher))
+    }
+
+    /// Current default backoff in seconds after `attempts` failures (exposed for tests/docs).
+    #[staticmethod]
+    fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
+        crate::job::default_backoff(attempts, max_backoff)
+    }
+}
+
+fn transition_result(
+    outcome: Transition,
+    id: i64,
+    _py: Python<'_>,
+    _client: &Client,
+) -> PyResult<PyJob> {
+    match outcome {
+        Transition::Done(job) => Ok(PyJob::new(job, None)),
+        Transition::NotFound => Err(Error::JobNotFound(id).into()),
+        Transition::WrongState(message) => Err(Error::JobState(message).into()),
+    }
+}

@@ -1,0 +1,148 @@
+//! The bridge between the Rust worker and the Python executor: claimed batches cross to
+//! Python on one dedicated thread, once per batch, so no tokio thread ever waits for the GIL;
+//! outcomes come back through `WorkerHandle.report_*`, which only queue them for the completer.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::job::Job;
+use crate::py::job::PyJob;
+use crate::runtime::block_on_interruptible;
+use crate::worker::{Dispatch, Outcome, Worker};
+
+/// Hands batches to `executor.submit(jobs)` from the thread `ferroq-dispatch`.
+pub struct PyDispatcher {
+    executor: Py<PyAny>,
+    batches: Mutex<Option<mpsc::Sender<Vec<Job>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PyDispatcher {
+    pub fn spawn(executor: Py<PyAny>, complete_sql: &'static str) -> PyDispatcher {
+        let (sender, receiver) = mpsc::channel::<Vec<Job>>();
+        let target = Python::attach(|py| executor.clone_ref(py));
+        let thread = std::thread::Builder::new()
+            .name("ferroq-dispatch".into())
+            .spawn(move || {
+                while let Ok(batch) = receiver.recv() {
+                    Python::attach(|py| {
+                        let jobs: Vec<PyJob> = batch
+                            .into_iter()
+                            .map(|job| PyJob::new(job, Some(complete_sql)))
+                            .collect();
+                        let submitted = PyList::new(py, jobs)
+                            .and_then(|list| target.call_method1(py, "submit", (list,)));
+                        if let Err(err) = submitted {
+                            // The executor reports per job; an error here is a bug in it. Show it,
+                            // and let the leases expire so the jobs run again.
+                            err.print(py);
+                        }
+                    });
+                }
+            })
+            .expect("spawning the ferroq-dispatch thread");
+        PyDispatcher {
+            executor,
+            batches: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Let the dispatch thread end once it has handed over what it holds.
+    fn close(&self) {
+        self.batches.lock().unwrap().take();
+        if let Some(thread) = self.thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Dispatch for PyDispatcher {
+    fn dispatch(&self, jobs: Vec<Job>) {
+        if let Some(sender) = self.batches.lock().unwrap().as_ref() {
+            let _ = sender.send(jobs);
+        }
+    }
+
+    fn cancel_all(&self) {
+        Python::attach(|py| {
+            if let Err(err) = self.executor.call_method0(py, "cancel_all") {
+                err.print(py);
+            }
+        });
+    }
+}
+
+/// A started worker, as Python holds it.
+#[pyclass(frozen, module = "ferroq._core")]
+pub struct WorkerHandle {
+    worker: Arc<Worker>,
+    dispatcher: Arc<PyDispatcher>,
+}
+
+impl WorkerHandle {
+    pub fn new(worker: Worker, dispatcher: Arc<PyDispatcher>) -> WorkerHandle {
+        WorkerHandle {
+            worker: Arc::new(worker),
+            dispatcher,
+        }
+    }
+}
+
+#[pymethods]
+impl WorkerHandle {
+    /// The performer returned normally; `result` is its value as JSON text (None for null).
+    #[pyo3(signature = (id, result=None))]
+    fn report_completed(&self, id: i64, result: Option<String>) {
+        self.worker.report(id, Outcome::Completed { result });
+    }
+
+    /// The attempt failed (raised, returned Fail, timed out); `backoff` overrides the delay.
+    #[pyo3(signature = (id, error, backoff=None))]
+    fn report_failed(&self, id: i64, error: String, backoff: Option<f64>) {
+        self.worker.report(id, Outcome::Failed { error, backoff });
+    }
+
+    fn report_snoozed(&self, id: i64, seconds: f64) {
+        self.worker.report(id, Outcome::Snoozed { seconds });
+    }
+
+    fn report_discarded(&self, id: i64, reason: String) {
+        self.worker.report(id, Outcome::Discarded { reason });
+    }
+
+    fn report_released(&self, id: i64) {
+        self.worker.report(id, Outcome::Released);
+    }
+
+    #[getter]
+    fn processed(&self) -> u64 {
+        self.worker.processed()
+    }
+
+    #[getter]
+    fn in_flight(&self) -> usize {
+        self.worker.in_flight()
+    }
+
+    /// Block until a drain-mode worker has run everything due (Ctrl-C still works).
+    fn wait_drained(&self, py: Python<'_>) -> PyResult<()> {
+        let worker = self.worker.clone();
+        block_on_interruptible(py, async move { worker.wait_drained().await })
+    }
+
+    /// Graceful stop; see `Worker::stop`.
+    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let worker = self.worker.clone();
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
+        block_on_interruptible(py, async move { worker.stop(timeout).await })?;
+        let dispatcher = self.dispatcher.clone();
+        py.detach(|| dispatcher.close());
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The storage seam: one trait method per operation. Nothing above this module knows SQL.
+
+pub mod postgres;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ClientConfig;
+use crate::error::{Error, Result};
+use crate::job::{Job, NewJob};
+
+/// One attempt's claim on a job: the fence every write of that attempt must present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub id: i64,
+    pub token: i64,
+}
+
+/// What to claim in one round trip.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub scope: &'a str,
+    /// Most jobs to hand out: the worker's free slots.
+    pub limit: usize,
+    /// Concurrent queues this worker serves, with their limits across all workers.
+    pub concurrent_queues: &'a [(String, u32)],
+    pub worker_name: &'a str,
+    pub lease_ttl: Duration,
+}
+
+/// The end of one attempt, as the completer writes it.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub lease: Lease,
+    /// completed, retryable, scheduled (snoozed), failed, discarded, or available (released).
+    pub state: &'static str,
+    /// JSON text of the performer's return value.
+    pub result: Option<String>,
+    pub error: Option<String>,
+    /// Seconds until the job may run again (retry or snooze), on the database clock.
+    pub delay: Option<f64>,
+    /// Give the attempt back: a snooze or a shutdown release does not use one up.
+    pub refund_attempt: bool,
+}
+
+/// Filters of `list_jobs` / `paginate_jobs`.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub queue: Option<String>,
+    pub action: Option<String>,
+    pub states: Option<Vec<String>>,
+    /// Case-insensitive substring of action, params (as JSON text) or error.
+    pub search: Option<String>,
+    pub order_by: OrderBy,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Columns a job listing may be ordered by (an allowlist: never caller text in SQL).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrderBy {
+    #[default]
+    Id,
+    ScheduledAt,
+    InsertedAt,
+    AttemptedAt,
+    DoneAt,
+    Priority,
+    Queue,
+    Action,
+    State,
+}
+
+impl OrderBy {
+    pub fn parse(name: &str) -> Result<OrderBy> {
+        Ok(match name {
+            "id" | "sequence" => OrderBy::Id,
+            "scheduled_at" => OrderBy::ScheduledAt,
+            "inserted_at" => OrderBy::InsertedAt,
+            "attempted_at" => OrderBy::AttemptedAt,
+            "done_at" => OrderBy::DoneAt,
+            "priority" => OrderBy::Priority,
+            "queue" => OrderBy::Queue,
+            "action" => OrderBy::Action,
+            "state" => OrderBy::State,
+            other => {
+                return Err(Error::InvalidOption(format!(
+                    "cannot order jobs by {other:?}: use id, scheduled_at, inserted_at, attempted_at, done_at, priority, queue, action or state"
+                )))
+            }
+        })
+    }
+
+    pub fn column(self) -> &'static str {
+        match self {
+            OrderBy::Id => "id",
+            OrderBy::ScheduledAt => "scheduled_at",
+            OrderBy::InsertedAt => "inserted_at",
+            OrderBy::AttemptedAt => "attempted_at",
+            OrderBy::DoneAt => "done_at",
+            OrderBy::Priority => "priority",
+            OrderBy::Queue => "queue",
+            OrderBy::Action => "action",
+            OrderBy::State => "state",
+        }
+    }
+}
+
+/// Why a retry or cancel did nothing.
+#[derive(Debug)]
+pub enum Transition {
+    Done(Job),
+    NotFound,
+    WrongState(String),
+}
+
+/// Storage operations. Every method filters by scope; every write of a running attempt is
+/// fenced by its lease token.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Create or upgrade the tables; safe when several processes call it at once.
+    async fn migrate(&self) -> Result<Vec<i32>>;
+    /// Insert jobs in one round trip; returns them in input order.
+    async fn insert_jobs(&self, scope: &str, jobs: &[NewJob]) -> Result<Vec<Job>>;
+    /// Claim runnable jobs: at most one per blocking queue, concurrent queues within limits.
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>>;
+    /// Record finished attempts; returns the ids whose lease was still held (others are stale).
+    async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>>;
+    /// Renew leases; returns the ids still held.
+    async fn extend_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<i64>>;
+    /// Make jobs whose lease expired runnable again (or failed when out of attempts).
+    async fn rescue_expired(&self, scope: &str) -> Result<u64>;
+    /// Seconds until the next scheduled or retrying job of the scope becomes due.
+    async fn next_run_in(&self, scope: &str) -> Result<Option<f64>>;
+    /// Delete completed jobs older than the retention.
+    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64>;
+    async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
+    async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>>;
+    async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64>;
+    async fn retry_job(&self, scope: &str, id: i64) -> Result<Transition>;
+    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Transition>;
+    /// Tell every worker of the scope to look for work now.
+    async fn notify(&self, scope: &str) -> Result<()>;
+    /// Wake `wake` whenever another process announces work for `scope`, until `stop`.
+    /// Must survive connection loss on its own (reconnect, then wake once to cover the gap).
+    async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken);
+    /// The insert statement (same parameters as `insert_jobs`) in the placeholder style of the
+    /// backend's Python drivers, run on a caller's connection for transactional enqueue.
+    fn external_insert_sql(&self) -> &'static str;
+    /// The fenced completion of one attempt (parameters: id, lease token) in the same style,
+    /// run on a caller's connection for transactional completion.
+    fn external_complete_sql(&self) -> &'static str;
+}
+
+/// Storage backends ferroq has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+}
+
+/// Which backend a database URL names, before anything connects.
+pub fn check_url(url: &str) -> Result<Backend> {
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme)
+        .unwrap_or(url);
+    match scheme {
+        "postgresql" | "postgres" => Ok(Backend::Postgres),
+        _ => Err(Error::UnsupportedDatabase(scheme.to_string())),
+    }
+}
+
+/// Open the store a database URL names.
+pub async fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
+    match check_url(&config.database_url)? {
+        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(config).await?)),
+    }
+}

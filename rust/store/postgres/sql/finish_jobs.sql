@@ -1,0 +1,19 @@
+-- Record a batch of finished attempts in one statement. Each row applies only while the
+-- attempt still holds the job (same lease token, still running): a stale attempt whose lease
+-- was rescued and handed on can never complete or fail the newer attempt's job.
+UPDATE ferroq_jobs AS j
+SET state = f.state,
+    result = f.result::jsonb,
+    error = coalesce(f.error, j.error),
+    attempts = j.attempts - f.refund,
+    next_attempt_at = CASE WHEN f.delay IS NULL THEN NULL
+                           ELSE now() + f.delay * interval '1 second' END,
+    run_at = CASE WHEN f.delay IS NULL THEN j.run_at
+                  ELSE now() + f.delay * interval '1 second' END,
+    done_at = CASE WHEN f.state IN ('completed', 'failed', 'discarded') THEN now() END,
+    lease_token = NULL,
+    lease_expires_at = NULL
+FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int4[])
+     AS f(id, token, state, result, error, delay, refund)
+WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
+RETURNING j.id

@@ -1,0 +1,76 @@
+//! The completer: writes outcomes in batches. Whatever arrived while the previous batch was
+//! being written goes out in the next statement, so batching adds no waiting of its own.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use crate::store::Finish;
+
+/// Most outcomes in one statement.
+const MAX_BATCH: usize = 1000;
+
+pub(super) async fn run(shared: Arc<Shared>, mut finishes: mpsc::UnboundedReceiver<Finish>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = finishes.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match finishes.try_recv() {
+                Ok(finish) => batch.push(finish),
+                Err(_) => break,
+            }
+        }
+        write(&shared, &batch).await;
+        {
+            let mut in_flight = shared.in_flight.lock().unwrap();
+            for finish in &batch {
+                in_flight.remove(&finish.lease.id);
+            }
+        }
+        shared
+            .processed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.clear();
+        // Free slots and a finished blocking-queue head both mean there may be work to claim.
+        shared.wake.notify_one();
+        shared.progressed.notify_waiters();
+    }
+}
+
+/// Write one batch, retrying through database outages. If the database stays away past
+/// shutdown, the outcome is dropped and the lease expires: the job runs again (at least once),
+/// it is never lost.
+async fn write(shared: &Shared, batch: &[Finish]) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match shared.store.finish(batch).await {
+            Ok(held) => {
+                if held.len() < batch.len() {
+                    log::info!(
+                        "ferroq: {} outcomes were not written: their attempts had lost the lease",
+                        batch.len() - held.len()
+                    );
+                }
+                return;
+            }
+            Err(err) => {
+                if shared.shutdown.is_cancelled() {
+                    log::warn!("ferroq: dropping {} outcomes at shutdown ({err}); those jobs will run again", batch.len());
+                    return;
+                }
+                log::warn!(
+                    "ferroq: writing {} outcomes failed ({err}); retrying in {backoff:?}",
+                    batch.len()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shared.shutdown.cancelled() => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Lease renewal from tokio: it never needs the GIL, so a performer that hogs the interpreter
+//! cannot make its own lease expire. Renewal continues during a graceful stop.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::Shared;
+use crate::store::Lease;
+
+pub(super) async fn keep_alive(shared: Arc<Shared>) {
+    let every = shared.config.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let leases: Vec<Lease> = shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, entry)| Lease {
+                id: *id,
+                token: entry.token,
+            })
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared
+            .store
+            .extend_leases(&leases, shared.config.lease_ttl)
+            .await
+        {
+            Ok(held) => {
+                if held.len() < leases.len() {
+                    let held: HashSet<i64> = held.into_iter().collect();
+                    let lost: Vec<i64> = leases
+                        .iter()
+                        .map(|l| l.id)
+                        .filter(|id| !held.contains(id))
+                        .collect();
+                    // Outcomes still written after this are fenced off by the lease token.
+                    log::warn!(
+                        "ferroq: lost the lease of jobs {lost:?}; another worker may run them"
+                    );
+                }
+            }
+            Err(err) => log::warn!(
+                "ferroq: renewing {} leases failed ({err}); retrying",
+                leases.len()
+            ),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The worker: claims jobs in batches sized to its free slots, hands each batch to a
+//! [`Dispatch`] (the Python executor), keeps the leases of running jobs alive, and writes the
+//! outcomes back in batches. It knows nothing of Python or SQL.
+
+mod completer;
+mod leases;
+mod producer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::WorkerConfig;
+use crate::job::{default_backoff, truncate_error, Job};
+use crate::maintenance;
+use crate::store::{Finish, Lease, Store};
+
+/// Receives claimed jobs, once per batch, and runs them. Implemented by the bindings.
+pub trait Dispatch: Send + Sync + 'static {
+    fn dispatch(&self, jobs: Vec<Job>);
+    /// Shutdown ran out of time: stop the performers still running; each reports `Released`.
+    fn cancel_all(&self);
+}
+
+/// How an attempt ended, as the performer's side reports it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed {
+        result: Option<String>,
+    },
+    /// The attempt failed; `backoff` overrides the default delay before the next one.
+    Failed {
+        error: String,
+        backoff: Option<f64>,
+    },
+    /// Run again after `seconds`; the attempt is given back.
+    Snoozed {
+        seconds: f64,
+    },
+    Discarded {
+        reason: String,
+    },
+    /// Shutdown stopped it: back to the queue without using up the attempt.
+    Released,
+}
+
+/// What the worker remembers of a job between claim and the durable write of its outcome.
+#[derive(Debug, Clone)]
+struct InFlight {
+    token: i64,
+    attempts: i32,
+    max_attempts: i32,
+    max_backoff: f64,
+}
+
+/// Turn an outcome into the row update. The attempt that used up `max_attempts` fails the job.
+fn finish_for(id: i64, entry: &InFlight, outcome: Outcome) -> Finish {
+    let lease = Lease {
+        id,
+        token: entry.token,
+    };
+    let base = Finish {
+        lease,
+        state: "completed",
+        result: None,
+        error: None,
+        delay: None,
+        refund_attempt: false,
+    };
+    match outcome {
+        Outcome::Completed { result } => Finish { result, ..base },
+        Outcome::Failed { error, backoff } => {
+            if entry.attempts >= entry.max_attempts {
+                Finish {
+                    state: "failed",
+                    error: Some(truncate_error(error)),
+                    ..base
+                }
+            } else {
+                let delay = backoff
+                    .filter(|s| s.is_finite())
+                    .map(|s| s.max(0.0))
+                    .unwrap_or_else(|| default_backoff(entry.attempts, entry.max_backoff));
+                Finish {
+                    state: "retryable",
+                    error: Some(truncate_error(error)),
+                    delay: Some(delay),
+                    ..base
+                }
+            }
+        }
+        Outcome::Snoozed { seconds } => Finish {
+            state: "scheduled",
+            delay: Some(if seconds.is_finite() {
+                seconds.max(0.0)
+            } else {
+                0.0
+            }),
+            refund_attempt: true,
+            ..base
+        },
+        Outcome::Discarded { reason } => Finish {
+            state: "discarded",
+            error: Some(truncate_error(reason)),
+            ..base
+        },
+        Outcome::Released => Finish {
+            state: "available",
+            refund_attempt: true,
+            ..base
+        },
+    }
+}
+
+/// State shared by the worker's tasks.
+struct Shared {
+    store: Arc<dyn Store>,
+    scope: String,
+    config: WorkerConfig,
+    concurrent_queues: Vec<(String, u32)>,
+    in_flight: Mutex<HashMap<i64, InFlight>>,
+    /// Wakes the producer: new work announced, a slot freed, a job due.
+    wake: Arc<Notify>,
+    /// Signalled whenever jobs leave the in-flight set.
+    progressed: Notify,
+    /// Cancelled when the worker must stop claiming.
+    stop_claiming: CancellationToken,
+    /// Cancelled when background tasks (leases, maintenance, listener) must end.
+    shutdown: CancellationToken,
+    finishes: Mutex<Option<mpsc::UnboundedSender<Finish>>>,
+    processed: AtomicU64,
+}
+
+impl Shared {
+    fn in_flight_count(&self) -> usize {
+        self.in_flight.lock().unwrap().len()
+    }
+}
+
+/// A running worker. Dropping it without `stop` leaves its tasks running until the runtime ends.
+pub struct Worker {
+    shared: Arc<Shared>,
+    dispatcher: Arc<dyn Dispatch>,
+    producer: Mutex<Option<JoinHandle<()>>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Worker {
+    /// Start claiming and running jobs of `scope` on the current tokio runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        scope: String,
+        concurrent_queues: Vec<(String, u32)>,
+        config: WorkerConfig,
+        dispatcher: Arc<dyn Dispatch>,
+        wake: Arc<Notify>,
+    ) -> Worker {
+        let (finish_tx, finish_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            scope,
+            config,
+            concurrent_queues,
+            in_flight: Mutex::new(HashMap::new()),
+            wake,
+            progressed: Notify::new(),
+            stop_claiming: CancellationToken::new(),
+            shutdown: CancellationToken::new(),
+            finishes: Mutex::new(Some(finish_tx)),
+            processed: AtomicU64::new(0),
+        });
+        let mut background = vec![
+            tokio::spawn(completer::run(shared.clone(), finish_rx)),
+            tokio::spawn(leases::keep_alive(shared.clone())),
+            tokio::spawn(maintenance::rescue_loop(
+                shared.store.clone(),
+                shared.scope.clone(),
+                shared.config.rescue_interval(),
+                shared.wake.clone(),
+                shared.shutdown.clone(),
+            )),
+        ];
+        if !shared.config.drain {
+            let store = shared.store.clone();
+            let (scope, wake, stop) = (
+                shared.scope.clone(),
+                shared.wake.clone(),
+                shared.shutdown.clone(),
+            );
+            background.push(tokio::spawn(async move {
+                store.listen(&scope, wake, stop).await
+            }));
+            if let Some(interval) = shared.config.cleanup_interval {
+                background.push(tokio::spawn(maintenance::cleanup_loop(
+                    shared.store.clone(),
+                    shared.scope.clone(),
+                    interval,
+                    shared.config.job_retention,
+                    shared.shutdown.clone(),
+                )));
+            }
+        }
+        let producer = tokio::spawn(producer::run(shared.clone(), dispatcher.clone()));
+        Worker {
+            shared,
+            dispatcher,
+            producer: Mutex::new(Some(producer)),
+            background: Mutex::new(background),
+        }
+    }
+
+    /// Record how an attempt ended. Unknown ids (already released at shutdown) are ignored.
+    pub fn report(&self, id: i64, outcome: Outcome) {
+        let entry = self.shared.in_flight.lock().unwrap().get(&id).cloned();
+        let Some(entry) = entry else { return };
+        let finish = finish_for(id, &entry, outcome);
+        if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
+            let _ = sender.send(finish);
+        }
+    }
+
+    /// Jobs whose outcome has been written since start.
+    pub fn processed(&self) -> u64 {
+        self.shared.processed.load(Ordering::Relaxed)
+    }
+
+    /// Jobs claimed and not yet written back.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight_count()
+    }
+
+    /// In drain mode: wait until nothing due is left and every outcome is written.
+    pub async fn wait_drained(&self) {
+        let handle = self.producer.lock().unwrap().take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+
+    /// Graceful stop: claim nothing more, let running jobs finish within `timeout` (their
+    /// leases still renewed), then stop the rest and put them back without using an attempt.
+    pub async fn stop(&self, timeout: Duration) {
+        self.shared.stop_claiming.cancel();
+        self.shared.wake.notify_one();
+        self.wait_drained().await;
+        if !self.wait_idle(timeout).await {
+            self.dispatcher.cancel_all();
+            // Give interrupted performers a moment to report their release themselves.
+            self.wait_idle(Duration::from_secs(1)).await;
+        }
+        let leftovers: Vec<Finish> = self
+            .shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, entry)| finish_for(*id, entry, Outcome::Released))
+            .collect();
+        if !leftovers.is_empty() {
+            if let Err(err) = self.shared.store.finish(&leftovers).await {
+                log::warn!("ferroq: could not release {} jobs at shutdown ({err}); their leases will expire", leftovers.len());
+            }
+        }
+        // Closing the channel lets the completer write what it holds and end.
+        self.shared.finishes.lock().unwrap().take();
+        self.shared.shutdown.cancel();
+        let handles: Vec<JoinHandle<()>> = self.background.lock().unwrap().drain(..).collect();
+        for handle in handles {
+            let _ = handle.await;
+        }
+        self.shared.in_flight.lock().unwrap().clear();
+    }
+
+    /// Wait until no job is in flight; false when `timeout` passed first.
+    async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let progressed = self.shared.progressed.notified();
+            if self.shared.in_flight_count() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                return self.shared.in_flight_count() == 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(attempts: i32, max_attempts: i32) -> InFlight {
+        InFlight {
+            token: 7,
+            attempts,
+            max_attempts,
+            max_backoff: 100.0,
+        }
+    }
+
+    #[test]
+    fn failure_retries_with_default_backoff_until_the_last_attempt() {
+        let first = finish_for(
+            1,
+            &entry(1, 3),
+            Outcome::Failed {
+                error: "boom".into(),
+                backoff: None,
+            },
+        );
+        assert_eq!((first.state, first.delay), ("retryable", Some(2.0)));
+        let second = finish_for(
+            1,
+            &entry(2, 3),
+            Outcome::Failed {
+                error: "boom".into(),
+                backoff: None,
+            },
+        );
+        assert_eq!(second.delay, Some(3.0));
+        let last = finish_for(
+            1,
+            &entry(3, 3),
+            Outcome::Failed {
+                error: "boom".into(),
+                backoff: None,
+            },
+        );
+        assert_eq!((last.state, last.delay), ("failed", None));
+        assert_eq!(last.lease, Lease { id: 1, token: 7 });
+    }
+
+    #[test]
+    fn custom_backoff_wins_and_is_never_negative() {
+        let f = finish_for(
+            1,
+            &entry(1, 3),
+            Outcome::Failed {
+                error: "x".into(),
+                backoff: Some(0.25),
+            },
+        );
+        assert_eq!(f.delay, Some(0.25));
+        let f = finish_for(
+            1,
+            &entry(1, 3),
+            Outcome::Failed {
+                error: "x".into(),
+                backoff: Some(-4.0),
+            },
+        );
+        assert_eq!(f.delay, Some(0.0));
+    }
+
+    #[test]
+    fn snooze_and_release_give_the_attempt_back() {
+        let snoozed = finish_for(1, &entry(3, 3), Outcome::Snoozed { seconds: 5.0 });
+        assert_eq!(
+            (snoozed.state, snoozed.delay, snoozed.refund_attempt),
+            ("scheduled", Some(5.0), true)
+        );
+        let released = finish_for(1, &entry(1, 3), Outcome::Released);
+        assert_eq!(
+            (released.state, released.refund_attempt),
+            ("available", true)
+        );
+    }
+}

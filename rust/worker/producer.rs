@@ -1,0 +1,97 @@
+//! The producer: claims as many jobs as there are free slots, in one statement per queue
+//! kind, and hands the whole batch to the dispatcher at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Dispatch, InFlight, Shared};
+use crate::store::ClaimRequest;
+
+pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
+    let config = &shared.config;
+    let mut error_backoff = Duration::from_millis(50);
+    loop {
+        if shared.stop_claiming.is_cancelled() {
+            return;
+        }
+        // Registered before looking, so a wake-up between the look and the wait is kept.
+        let woken = shared.wake.notified();
+        let free = (config.concurrency as usize).saturating_sub(shared.in_flight_count());
+        if free == 0 {
+            tokio::select! {
+                _ = woken => {}
+                _ = shared.stop_claiming.cancelled() => return,
+            }
+            continue;
+        }
+        let request = ClaimRequest {
+            scope: &shared.scope,
+            limit: free,
+            concurrent_queues: &shared.concurrent_queues,
+            worker_name: &config.worker_name,
+            lease_ttl: config.lease_ttl,
+        };
+        let jobs = match shared.store.claim(&request).await {
+            Ok(jobs) => {
+                error_backoff = Duration::from_millis(50);
+                jobs
+            }
+            Err(err) => {
+                log::warn!("ferroq: claiming jobs failed ({err}); retrying in {error_backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(error_backoff) => {}
+                    _ = shared.stop_claiming.cancelled() => return,
+                }
+                error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let claimed = jobs.len();
+        if claimed > 0 {
+            {
+                let mut in_flight = shared.in_flight.lock().unwrap();
+                for job in &jobs {
+                    let token = job
+                        .lease_token
+                        .expect("a claimed job carries its lease token");
+                    in_flight.insert(
+                        job.id,
+                        InFlight {
+                            token,
+                            attempts: job.attempts,
+                            max_attempts: job.max_attempts,
+                            max_backoff: job.max_backoff,
+                        },
+                    );
+                }
+            }
+            dispatcher.dispatch(jobs);
+            if claimed == free {
+                // Every slot was filled: there may be more; look again once a slot frees.
+                continue;
+            }
+        }
+        if config.drain {
+            if claimed == 0 && shared.in_flight_count() == 0 {
+                return;
+            }
+            // Outcomes being written may unblock the next job of a blocking queue.
+            tokio::select! {
+                _ = woken => {}
+                _ = shared.stop_claiming.cancelled() => return,
+            }
+            continue;
+        }
+        // Sleep until woken, until the next scheduled or retrying job is due, or the safety poll.
+        let due_in = match shared.store.next_run_in(&shared.scope).await {
+            Ok(Some(seconds)) => Duration::from_secs_f64(seconds.max(0.0)),
+            _ => config.poll_interval,
+        };
+        let nap = due_in.min(config.poll_interval);
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = shared.stop_claiming.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,236 @@
+"""Creating jobs: fields and defaults, bulk and async creation, transactional enqueue."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+import ferroq
+
+from helpers import count_jobs, db_now, job_row, stays_true, wait_for_job, wait_until
+
+
+def _is_utc_aware(value: datetime) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is not None \
+        and value.utcoffset() == timedelta(0)
+
+
+def test_create_job_defaults(app_factory, db):
+    app = app_factory()
+    before = db_now(db)
+    job = app.create_job("mails_queue_1", "send_mail", {"to": "a@b.c", "n": [1, 2.5, None, True]})
+    after = db_now(db)
+
+    assert isinstance(job, ferroq.Job)
+    assert isinstance(job.id, int)
+    assert job.scope == "default"
+    assert job.queue == "mails_queue_1"
+    assert job.action == "send_mail"
+    assert job.params == {"to": "a@b.c", "n": [1, 2.5, None, True]}
+    assert job.state == "available" == ferroq.JobState.AVAILABLE
+    assert job.attempts == 0
+    assert job.max_attempts == 20
+    assert job.timeout == 60.0
+    assert job.max_backoff == 86400.0
+    assert job.priority == 0
+    assert job.error is None and job.result is None
+    assert job.attempted_at is None and job.attempted_by is None and job.done_at is None
+    assert _is_utc_aware(job.scheduled_at) and _is_utc_aware(job.inserted_at)
+    slack = timedelta(seconds=1)
+    assert before - slack <= job.scheduled_at <= after + slack
+    assert before - slack <= job.inserted_at <= after + slack
+
+    row = job_row(db, job.id)
+    assert row["state"] == "available"
+    assert row["scope"] == "default" and row["queue"] == "mails_queue_1"
+    assert row["params"] == {"to": "a@b.c", "n": [1, 2.5, None, True]}
+
+    fetched = app.get_job(job.id)
+    for field in ("id", "scope", "queue", "action", "params", "priority", "sequence", "state",
+                  "attempts", "max_attempts", "timeout", "max_backoff", "scheduled_at",
+                  "inserted_at", "error", "result"):
+        assert getattr(fetched, field) == getattr(job, field), field
+
+
+def test_create_job_options_are_stored(app_factory):
+    app = app_factory(scope="billing")
+    job = app.create_job("q", "charge", {"k": "v"}, timeout=5, max_backoff=10.5,
+                         max_attempts=3, priority=7)
+    fetched = app.get_job(job.id)
+    for j in (job, fetched):
+        assert j.scope == "billing"
+        assert j.timeout == 5.0 and isinstance(j.timeout, float)
+        assert j.max_backoff == 10.5
+        assert j.max_attempts == 3
+        assert j.priority == 7
+
+
+def test_sequence_follows_creation_order(app_factory):
+    app = app_factory()
+    jobs = [app.create_job("q", "a", {"i": i}) for i in range(5)]
+    sequences = [j.sequence for j in jobs]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 5
+    assert [app.get_job(j.id).params["i"] for j in jobs] == list(range(5))
+
+
+@pytest.mark.parametrize("delay", [30, 30.0, timedelta(seconds=30)])
+def test_delay_schedules_the_job(app_factory, db, delay):
+    app = app_factory()
+    before = db_now(db)
+    job = app.create_job("q", "a", delay=delay)
+    after = db_now(db)
+    assert job.state == "scheduled"
+    assert job_row(db, job.id)["state"] == "scheduled"
+    assert before + timedelta(seconds=29) <= job.scheduled_at <= after + timedelta(seconds=31)
+
+
+def test_scheduled_at_is_stored_as_the_same_instant_in_utc(app_factory):
+    app = app_factory()
+    tz = timezone(timedelta(hours=5, minutes=30))
+    when = (datetime.now(timezone.utc) + timedelta(hours=1)).astimezone(tz)
+    when = when.replace(microsecond=123456)
+    job = app.create_job("q", "a", scheduled_at=when)
+    fetched = app.get_job(job.id)
+    for j in (job, fetched):
+        assert j.state == "scheduled"
+        assert j.scheduled_at == when
+        assert _is_utc_aware(j.scheduled_at)
+
+
+def test_scheduled_at_in_the_past_is_available(app_factory):
+    app = app_factory()
+    job = app.create_job("q", "a", scheduled_at=datetime.now(timezone.utc) - timedelta(hours=1))
+    assert job.state == "available"
+
+
+def test_create_jobs_bulk(app_factory, db):
+    app = app_factory()
+    jobs = app.create_jobs([
+        {"queue": "q1", "action": "a", "params": {"i": 1}},
+        {"queue": "q2", "action": "b", "params": {"i": 2}, "delay": 60, "priority": 3},
+        {"queue": "q1", "action": "c", "params": {"i": 3}, "max_attempts": 2, "timeout": 9},
+    ])
+    assert [type(j) for j in jobs] == [ferroq.Job] * 3
+    assert [(j.queue, j.action, j.params) for j in jobs] == [
+        ("q1", "a", {"i": 1}), ("q2", "b", {"i": 2}), ("q1", "c", {"i": 3})]
+    assert len({j.id for j in jobs}) == 3
+    assert [j.state for j in jobs] == ["available", "scheduled", "available"]
+    assert jobs[1].priority == 3
+    assert jobs[2].max_attempts == 2 and jobs[2].timeout == 9.0
+    assert jobs[0].sequence < jobs[2].sequence
+    assert count_jobs(db) == 3
+    for j in jobs:
+        assert app.get_job(j.id).params == j.params
+
+
+def test_create_jobs_empty_list(app_factory, db):
+    app = app_factory()
+    assert app.create_jobs([]) == []
+    assert count_jobs(db) == 0
+
+
+def test_acreate_job_and_acreate_jobs(app_factory, db):
+    app = app_factory()
+
+    async def main():
+        one = await app.acreate_job("q", "a", {"x": 1}, priority=2)
+        many = await app.acreate_jobs([
+            {"queue": "q", "action": "a", "params": {"x": 2}},
+            {"queue": "r", "action": "b", "params": {"x": 3}, "delay": timedelta(minutes=5)},
+        ])
+        return one, many
+
+    one, many = asyncio.run(main())
+    assert isinstance(one, ferroq.Job) and one.params == {"x": 1} and one.priority == 2
+    assert [j.params for j in many] == [{"x": 2}, {"x": 3}]
+    assert [j.state for j in many] == ["available", "scheduled"]
+    assert count_jobs(db) == 3
+    assert app.get_job(many[1].id).queue == "r"
+
+
+def test_async_enqueue_runs_on_a_started_app(app_factory):
+    app = app_factory(poll_interval=60)
+    seen = []
+
+    @app.performer("a")
+    async def a(job):
+        seen.append(job.params["x"])
+        return job.params["x"] * 2
+
+    app.start()
+
+    async def main():
+        return await app.acreate_job("q", "a", {"x": 21})
+
+    job = asyncio.run(main())
+    assert wait_for_job(app, job.id, "completed").result == 42
+    assert seen == [21]
+
+
+def test_transactional_enqueue_rollback_writes_nothing(app_factory, database_url, db):
+    app = app_factory(poll_interval=60)
+    ran = []
+
+    @app.performer("a")
+    def a(job):
+        ran.append(job.id)
+
+    app.start()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.commit()
+        conn.execute("INSERT INTO orders VALUES (1)")
+        job = app.create_job("q", "a", {"order": 1}, connection=conn)
+        assert isinstance(job, ferroq.Job)
+        conn.rollback()
+
+    assert count_jobs(db) == 0
+    assert app.get_job(job.id) is None
+    assert app.list_jobs() == []
+    # A later job in the same queue runs, and the rolled-back one never does.
+    later = app.create_job("q", "a")
+    wait_for_job(app, later.id, "completed")
+    assert ran == [later.id]
+
+
+def test_transactional_enqueue_is_invisible_until_commit_then_runs(app_factory, database_url, db):
+    app = app_factory(poll_interval=60)
+    ran = threading.Event()
+
+    @app.performer("a")
+    def a(job):
+        ran.set()
+        return "done"
+
+    app.start()
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.commit()
+        conn.execute("INSERT INTO orders VALUES (1)")
+        job = app.create_job("q", "a", {"order": 1}, connection=conn)
+        # Not visible to others and not run while the transaction is open.
+        assert stays_true(lambda: count_jobs(db) == 0 and not ran.is_set(), 1.0)
+        conn.commit()
+
+    # Announced at COMMIT: runs promptly although the safety poll is a minute away.
+    done = wait_for_job(app, job.id, "completed", timeout=5)
+    assert done.result == "done"
+    assert db.execute("SELECT count(*) FROM orders").fetchone()[0] == 1
+
+
+def test_new_job_created_by_another_app_is_picked_up(app_factory):
+    producer = app_factory()
+    worker = app_factory(poll_interval=60)
+    done = []
+
+    @worker.performer("a")
+    def a(job):
+        done.append(job.id)
+
+    worker.start()
+    job = producer.create_job("q", "a")
+    wait_until(lambda: done == [job.id], timeout=5)
