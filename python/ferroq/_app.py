@@ -318,6 +318,12 @@ class App:
             assert executor is not None
             executor.close()
 
+    def close(self) -> None:
+        """Stop the worker if one runs and close the connection pool. The App stays usable:
+        a later call opens a new pool."""
+        self.stop()
+        self._client.close()
+
     @property
     def running(self) -> bool:
         """Whether a worker started with :meth:`start` is running."""

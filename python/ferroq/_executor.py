@@ -166,6 +166,7 @@ class Executor:
         """Free the threads once the worker has stopped."""
         self._watchdog.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bound.clear()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:

@@ -9,7 +9,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use tokio::sync::{Notify, OnceCell};
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
 
 use crate::config::{validate_name, validate_new_job, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
@@ -39,18 +41,22 @@ type JobSpec = (
 #[pyclass(frozen, module = "ferroq._core")]
 pub struct Client {
     config: ClientConfig,
-    store: OnceCell<Arc<dyn Store>>,
+    /// Built on first use so that an App can be created at import time; dropped by `close`.
+    store: Mutex<Option<Arc<dyn Store>>>,
     /// Wakes this process's worker when this process enqueues, without a database round trip.
     wake: Arc<Notify>,
 }
 
 impl Client {
-    /// The store, connected on first use so that an App can be built at import time.
+    /// The store, whose pool connects lazily on first use.
     async fn store(&self) -> Result<Arc<dyn Store>> {
-        self.store
-            .get_or_try_init(|| store::open(&self.config))
-            .await
-            .cloned()
+        let mut slot = self.store.lock().unwrap();
+        if let Some(store) = slot.as_ref() {
+            return Ok(store.clone());
+        }
+        let store = store::open(&self.config)?;
+        *slot = Some(store.clone());
+        Ok(store)
     }
 
     fn new_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<NewJob>> {
@@ -173,9 +179,16 @@ impl Client {
         config.validate()?;
         Ok(Client {
             config,
-            store: OnceCell::new(),
+            store: Mutex::new(None),
             wake: Arc::new(Notify::new()),
         })
+    }
+
+    /// Close the connection pool. A later operation opens a new one.
+    fn close(&self) {
+        if let Some(store) = self.store.lock().unwrap().take() {
+            store.close();
+        }
     }
 
     #[getter]

@@ -17,7 +17,9 @@ use crate::worker::{Dispatch, Outcome, Worker};
 
 /// Hands batches to `executor.submit(jobs)` from the thread `ferroq-dispatch`.
 pub struct PyDispatcher {
-    executor: Py<PyAny>,
+    /// Dropped at close: the executor refers back to the worker handle, a cycle Python's
+    /// garbage collector cannot see through Rust.
+    executor: Mutex<Option<Py<PyAny>>>,
     batches: Mutex<Option<mpsc::Sender<Vec<Job>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -47,7 +49,7 @@ impl PyDispatcher {
             })
             .expect("spawning the ferroq-dispatch thread");
         PyDispatcher {
-            executor,
+            executor: Mutex::new(Some(executor)),
             batches: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
         }
@@ -58,6 +60,10 @@ impl PyDispatcher {
         self.batches.lock().unwrap().take();
         if let Some(thread) = self.thread.lock().unwrap().take() {
             let _ = thread.join();
+        }
+        let executor = self.executor.lock().unwrap().take();
+        if let Some(executor) = executor {
+            Python::attach(|_py| drop(executor));
         }
     }
 }
@@ -71,7 +77,8 @@ impl Dispatch for PyDispatcher {
 
     fn cancel_all(&self) {
         Python::attach(|py| {
-            if let Err(err) = self.executor.call_method0(py, "cancel_all") {
+            let executor = self.executor.lock().unwrap().as_ref().map(|e| e.clone_ref(py));
+            if let Some(Err(err)) = executor.map(|e| e.call_method0(py, "cancel_all")) {
                 err.print(py);
             }
         });

@@ -155,6 +155,8 @@ pub trait Store: Send + Sync {
     /// The fenced completion of one attempt (parameters: id, lease token) in the same style,
     /// run on a caller's connection for transactional completion.
     fn external_complete_sql(&self) -> &'static str;
+    /// Close idle connections and refuse new ones; in-flight operations finish.
+    fn close(&self);
 }
 
 /// Storage backends ferroq has.
@@ -175,9 +177,9 @@ pub fn check_url(url: &str) -> Result<Backend> {
     }
 }
 
-/// Open the store a database URL names.
-pub async fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
+/// Open the store a database URL names. Connections are made on first use.
+pub fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
     match check_url(&config.database_url)? {
-        Backend::Postgres => Ok(Arc::new(postgres::PgStore::connect(config).await?)),
+        Backend::Postgres => Ok(Arc::new(postgres::PgStore::new(config)?)),
     }
 }

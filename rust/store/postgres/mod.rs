@@ -99,7 +99,7 @@ pub struct PgStore {
 
 impl PgStore {
     /// Build the pool. No connection is made until the first operation.
-    pub async fn connect(config: &ClientConfig) -> Result<PgStore> {
+    pub fn new(config: &ClientConfig) -> Result<PgStore> {
         let mut pg_config = tokio_postgres::Config::from_str(&config.database_url)
             .map_err(|e| Error::Configuration(format!("invalid PostgreSQL URL: {e}")))?;
         pg_config.connect_timeout(config.connect_timeout);
@@ -515,5 +515,9 @@ impl Store for PgStore {
 
     fn external_complete_sql(&self) -> &'static str {
         COMPLETE_EXTERNAL_PYFORMAT.as_str()
+    }
+
+    fn close(&self) {
+        self.pool.close();
     }
 }
