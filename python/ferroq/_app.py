@@ -61,9 +61,19 @@ def _integer(name: str, value: Any) -> int:
     return value
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _name(kind: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidNameError(f"{kind} name must be a string, got {value!r}")
+    if not _is_utf8(value):
+        raise InvalidNameError(f"{kind} name is not valid Unicode (a lone surrogate): {value!r}")
     return value
 
 
@@ -84,6 +94,8 @@ def _job_spec(
         params_json = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise InvalidParamsError(f"params must be JSON-serializable: {exc}") from None
+    if not _is_utf8(params_json):
+        raise InvalidParamsError("params contain text that is not valid Unicode (a lone surrogate)")
     if scheduled_at is not None:
         if not isinstance(scheduled_at, datetime):
             raise InvalidScheduleError(f"scheduled_at must be a datetime, got {scheduled_at!r}")
@@ -141,8 +153,7 @@ class App:
         url = database_url or os.environ.get("FERROQ_DATABASE_URL") or DEFAULT_DATABASE_URL
         if not isinstance(url, str):
             raise ConfigurationError(f"database_url must be a string, got {url!r}")
-        if not isinstance(scope, str):
-            raise ConfigurationError(f"scope must be a string, got {scope!r}")
+        _name("scope", scope)
         concurrent: dict[str, int] = {}
         for queue, limit in dict(queues or {}).items():
             if not isinstance(queue, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

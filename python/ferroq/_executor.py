@@ -145,8 +145,7 @@ class Executor:
             performer = self._performers.get(job.action)
             if performer is None:
                 known = ", ".join(sorted(self._performers)) or "none"
-                self._handle.report_failed(
-                    job.id, f"no performer registered for action {job.action!r} (registered: {known})", None
+                self._handle.report_failed(job, f"no performer registered for action {job.action!r} (registered: {known})", None
                 )
             elif performer.is_async:
                 async_batch.append((job, performer))
@@ -189,7 +188,7 @@ class Executor:
                 self._fail(job, performer, _describe(exc))
                 return
         if fired is _ShutdownInterrupt:
-            self._handle.report_released(job.id)
+            self._handle.report_released(job)
         elif fired is JobTimeoutError:
             self._fail(job, performer, _timeout_error(job))
         else:
@@ -231,7 +230,7 @@ class Executor:
             except asyncio.CancelledError:
                 inner.cancel()
                 await asyncio.wait({inner})
-                self._handle.report_released(job.id)
+                self._handle.report_released(job)
                 return
             if not done:
                 inner.cancel()
@@ -243,7 +242,7 @@ class Executor:
                 value = inner.result()
             except asyncio.CancelledError:
                 if self._stopping:
-                    self._handle.report_released(job.id)
+                    self._handle.report_released(job)
                 else:
                     await self._afail(job, performer, "cancelled: the performer's task was cancelled")
                 return
@@ -252,7 +251,7 @@ class Executor:
                 return
             self._settle(job, performer, value)
         except BaseException as exc:  # noqa: BLE001 - never leave an attempt unreported
-            self._handle.report_failed(job.id, _describe(exc), None)
+            self._handle.report_failed(job, _describe(exc), None)
         finally:
             self._tasks.pop(job.id, None)
 
@@ -263,7 +262,7 @@ class Executor:
                 await hook_result[2]
             except BaseException as exc:  # noqa: BLE001
                 hook_result = (hook_result[0] + f"\non_failure hook raised: {_describe(exc)}", hook_result[1], None)
-        self._handle.report_failed(job.id, hook_result[0], hook_result[1])
+        self._handle.report_failed(job, hook_result[0], hook_result[1])
 
     # -- outcomes -----------------------------------------------------------------------------
 
@@ -271,18 +270,18 @@ class Executor:
         if isinstance(value, Fail):
             self._fail(job, performer, str(value.reason))
         elif isinstance(value, Snooze):
-            self._handle.report_snoozed(job.id, value.delay)
+            self._handle.report_snoozed(job, value.delay)
         elif isinstance(value, Discard):
-            self._handle.report_discarded(job.id, str(value.reason))
+            self._handle.report_discarded(job, str(value.reason))
         elif value is None:
-            self._handle.report_completed(job.id, None)
+            self._handle.report_completed(job, None)
         else:
             try:
                 result = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
             except (TypeError, ValueError) as exc:
                 self._fail(job, performer, f"the performer returned a value that is not JSON: {exc}")
                 return
-            self._handle.report_completed(job.id, result)
+            self._handle.report_completed(job, result)
 
     def _fail(self, job: Any, performer: Performer, error: str, defer_report: bool = False) -> Any:
         """Report a failed attempt: custom backoff, and the on_failure hook on the last one."""
@@ -307,5 +306,5 @@ class Executor:
                 pending = None
         if defer_report:
             return (error, backoff, pending)
-        self._handle.report_failed(job.id, error, backoff)
+        self._handle.report_failed(job, error, backoff)
         return None

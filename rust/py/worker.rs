@@ -13,6 +13,7 @@ use pyo3::types::PyList;
 use crate::job::Job;
 use crate::py::job::PyJob;
 use crate::runtime::block_on_interruptible;
+use crate::store::Lease;
 use crate::worker::{Dispatch, Outcome, Worker};
 
 /// Hands batches to `executor.submit(jobs)` from the thread `ferroq-dispatch`.
@@ -77,7 +78,12 @@ impl Dispatch for PyDispatcher {
 
     fn cancel_all(&self) {
         Python::attach(|py| {
-            let executor = self.executor.lock().unwrap().as_ref().map(|e| e.clone_ref(py));
+            let executor = self
+                .executor
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| e.clone_ref(py));
             if let Some(Err(err)) = executor.map(|e| e.call_method0(py, "cancel_all")) {
                 err.print(py);
             }
@@ -93,6 +99,12 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    fn report(&self, job: &PyJob, outcome: Outcome) {
+        if let Some(lease) = lease_of(job) {
+            self.worker.report(lease, outcome);
+        }
+    }
+
     pub fn new(worker: Worker, dispatcher: Arc<PyDispatcher>) -> WorkerHandle {
         WorkerHandle {
             worker: Arc::new(worker),
@@ -101,30 +113,38 @@ impl WorkerHandle {
     }
 }
 
+/// The attempt a Job object stands for; only claimed jobs carry a lease.
+fn lease_of(job: &PyJob) -> Option<Lease> {
+    job.inner.lease_token.map(|token| Lease {
+        id: job.inner.id,
+        token,
+    })
+}
+
 #[pymethods]
 impl WorkerHandle {
     /// The performer returned normally; `result` is its value as JSON text (None for null).
-    #[pyo3(signature = (id, result=None))]
-    fn report_completed(&self, id: i64, result: Option<String>) {
-        self.worker.report(id, Outcome::Completed { result });
+    #[pyo3(signature = (job, result=None))]
+    fn report_completed(&self, job: &PyJob, result: Option<String>) {
+        self.report(job, Outcome::Completed { result });
     }
 
     /// The attempt failed (raised, returned Fail, timed out); `backoff` overrides the delay.
-    #[pyo3(signature = (id, error, backoff=None))]
-    fn report_failed(&self, id: i64, error: String, backoff: Option<f64>) {
-        self.worker.report(id, Outcome::Failed { error, backoff });
+    #[pyo3(signature = (job, error, backoff=None))]
+    fn report_failed(&self, job: &PyJob, error: String, backoff: Option<f64>) {
+        self.report(job, Outcome::Failed { error, backoff });
     }
 
-    fn report_snoozed(&self, id: i64, seconds: f64) {
-        self.worker.report(id, Outcome::Snoozed { seconds });
+    fn report_snoozed(&self, job: &PyJob, seconds: f64) {
+        self.report(job, Outcome::Snoozed { seconds });
     }
 
-    fn report_discarded(&self, id: i64, reason: String) {
-        self.worker.report(id, Outcome::Discarded { reason });
+    fn report_discarded(&self, job: &PyJob, reason: String) {
+        self.report(job, Outcome::Discarded { reason });
     }
 
-    fn report_released(&self, id: i64) {
-        self.worker.report(id, Outcome::Released);
+    fn report_released(&self, job: &PyJob) {
+        self.report(job, Outcome::Released);
     }
 
     #[getter]

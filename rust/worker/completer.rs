@@ -27,7 +27,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut finishes: mpsc::UnboundedReceiv
         {
             let mut in_flight = shared.in_flight.lock().unwrap();
             for finish in &batch {
-                in_flight.remove(&finish.lease.id);
+                in_flight.remove(&finish.lease);
             }
         }
         shared

@@ -14,16 +14,7 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
             _ = tokio::time::sleep(every) => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let leases: Vec<Lease> = shared
-            .in_flight
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, entry)| Lease {
-                id: *id,
-                token: entry.token,
-            })
-            .collect();
+        let leases: Vec<Lease> = shared.in_flight.lock().unwrap().keys().copied().collect();
         if leases.is_empty() {
             continue;
         }

@@ -49,21 +49,18 @@ pub enum Outcome {
     Released,
 }
 
-/// What the worker remembers of a job between claim and the durable write of its outcome.
+/// What the worker remembers of an attempt between claim and the durable write of its
+/// outcome. Keyed by the attempt's lease (id and token): a job re-claimed after its lease
+/// expired is a different attempt, even in the same worker.
 #[derive(Debug, Clone)]
 struct InFlight {
-    token: i64,
     attempts: i32,
     max_attempts: i32,
     max_backoff: f64,
 }
 
 /// Turn an outcome into the row update. The attempt that used up `max_attempts` fails the job.
-fn finish_for(id: i64, entry: &InFlight, outcome: Outcome) -> Finish {
-    let lease = Lease {
-        id,
-        token: entry.token,
-    };
+fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
     let base = Finish {
         lease,
         state: "completed",
@@ -123,7 +120,7 @@ struct Shared {
     scope: String,
     config: WorkerConfig,
     concurrent_queues: Vec<(String, u32)>,
-    in_flight: Mutex<HashMap<i64, InFlight>>,
+    in_flight: Mutex<HashMap<Lease, InFlight>>,
     /// Wakes the producer: new work announced, a slot freed, a job due.
     wake: Arc<Notify>,
     /// Signalled whenever jobs leave the in-flight set.
@@ -214,11 +211,11 @@ impl Worker {
         }
     }
 
-    /// Record how an attempt ended. Unknown ids (already released at shutdown) are ignored.
-    pub fn report(&self, id: i64, outcome: Outcome) {
-        let entry = self.shared.in_flight.lock().unwrap().get(&id).cloned();
+    /// Record how an attempt ended. Unknown attempts (released at shutdown) are ignored.
+    pub fn report(&self, lease: Lease, outcome: Outcome) {
+        let entry = self.shared.in_flight.lock().unwrap().get(&lease).cloned();
         let Some(entry) = entry else { return };
-        let finish = finish_for(id, &entry, outcome);
+        let finish = finish_for(lease, &entry, outcome);
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
             let _ = sender.send(finish);
         }
@@ -259,7 +256,7 @@ impl Worker {
             .lock()
             .unwrap()
             .iter()
-            .map(|(id, entry)| finish_for(*id, entry, Outcome::Released))
+            .map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
             .collect();
         if !leftovers.is_empty() {
             if let Err(err) = self.shared.store.finish(&leftovers).await {
@@ -295,9 +292,10 @@ impl Worker {
 mod tests {
     use super::*;
 
+    const LEASE: Lease = Lease { id: 1, token: 7 };
+
     fn entry(attempts: i32, max_attempts: i32) -> InFlight {
         InFlight {
-            token: 7,
             attempts,
             max_attempts,
             max_backoff: 100.0,
@@ -307,7 +305,7 @@ mod tests {
     #[test]
     fn failure_retries_with_default_backoff_until_the_last_attempt() {
         let first = finish_for(
-            1,
+            LEASE,
             &entry(1, 3),
             Outcome::Failed {
                 error: "boom".into(),
@@ -316,7 +314,7 @@ mod tests {
         );
         assert_eq!((first.state, first.delay), ("retryable", Some(2.0)));
         let second = finish_for(
-            1,
+            LEASE,
             &entry(2, 3),
             Outcome::Failed {
                 error: "boom".into(),
@@ -325,7 +323,7 @@ mod tests {
         );
         assert_eq!(second.delay, Some(3.0));
         let last = finish_for(
-            1,
+            LEASE,
             &entry(3, 3),
             Outcome::Failed {
                 error: "boom".into(),
@@ -339,7 +337,7 @@ mod tests {
     #[test]
     fn custom_backoff_wins_and_is_never_negative() {
         let f = finish_for(
-            1,
+            LEASE,
             &entry(1, 3),
             Outcome::Failed {
                 error: "x".into(),
@@ -348,7 +346,7 @@ mod tests {
         );
         assert_eq!(f.delay, Some(0.25));
         let f = finish_for(
-            1,
+            LEASE,
             &entry(1, 3),
             Outcome::Failed {
                 error: "x".into(),
@@ -360,12 +358,12 @@ mod tests {
 
     #[test]
     fn snooze_and_release_give_the_attempt_back() {
-        let snoozed = finish_for(1, &entry(3, 3), Outcome::Snoozed { seconds: 5.0 });
+        let snoozed = finish_for(LEASE, &entry(3, 3), Outcome::Snoozed { seconds: 5.0 });
         assert_eq!(
             (snoozed.state, snoozed.delay, snoozed.refund_attempt),
             ("scheduled", Some(5.0), true)
         );
-        let released = finish_for(1, &entry(1, 3), Outcome::Released);
+        let released = finish_for(LEASE, &entry(1, 3), Outcome::Released);
         assert_eq!(
             (released.state, released.refund_attempt),
             ("available", true)

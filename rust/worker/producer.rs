@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Dispatch, InFlight, Shared};
-use crate::store::ClaimRequest;
+use crate::store::{ClaimRequest, Lease};
 
 pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
     let config = &shared.config;
@@ -55,9 +55,8 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                         .lease_token
                         .expect("a claimed job carries its lease token");
                     in_flight.insert(
-                        job.id,
+                        Lease { id: job.id, token },
                         InFlight {
-                            token,
                             attempts: job.attempts,
                             max_attempts: job.max_attempts,
                             max_backoff: job.max_backoff,
