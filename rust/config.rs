@@ -24,6 +24,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Connections in the pool shared by enqueuing, claiming and completing.
     pub pool_size: usize,
+    /// SQLite: how often a worker looks for commits made by other processes (no NOTIFY there).
+    pub wakeup_interval: Duration,
 }
 
 impl ClientConfig {

@@ -7,7 +7,7 @@ pub enum Error {
     #[error("{0}")]
     Configuration(String),
     /// The database URL names a scheme ferroq has no store for.
-    #[error("unsupported database URL scheme {0:?}: use postgresql:// (or postgres://)")]
+    #[error("unsupported database URL scheme {0:?}: use postgresql://, postgres:// or sqlite:///path/to/file.db")]
     UnsupportedDatabase(String),
     /// A queue, action or scope name is empty, too long or not text.
     #[error("{0}")]

@@ -148,6 +148,7 @@ class App:
         max_params_size: int = _core.DEFAULT_MAX_PARAMS_SIZE,
         stop_timeout: float | timedelta = 30.0,
         connect_timeout: float | timedelta = 5.0,
+        wakeup_interval: float | timedelta = 0.05,
         worker_name: str | None = None,
     ) -> None:
         url = database_url or os.environ.get("FERROQ_DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -181,6 +182,7 @@ class App:
             max_params_size,
             _seconds("connect_timeout", connect_timeout, ConfigurationError, allow_zero=False),
             10,
+            _seconds("wakeup_interval", wakeup_interval, ConfigurationError, allow_zero=False),
         )
         self._performers: dict[str, Performer] = {}
         self._worker: Any = None
@@ -244,8 +246,9 @@ class App:
         priority: int = 0,
         connection: Any = None,
     ) -> Any:
-        """Enqueue one job. With ``connection`` (a psycopg connection to the same database),
-        the job is inserted in that connection's transaction and exists only if it commits."""
+        """Enqueue one job. With ``connection`` (a psycopg connection to the same PostgreSQL
+        database, or a sqlite3 connection to the same file), the job is inserted in that
+        connection's transaction and exists only if it commits."""
         spec = _job_spec(queue, action, params, scheduled_at, delay, timeout, max_backoff, max_attempts, priority)
         return self._insert([spec], connection)[0]
 
@@ -279,11 +282,13 @@ class App:
     def _insert(self, specs: list[tuple[Any, ...]], connection: Any) -> list[Any]:
         if connection is None:
             return self._client.insert_jobs(specs)
-        sql, params = self._client.external_insert(specs)
+        sql, executions = self._client.external_insert(specs)
+        rows = []
         cursor = connection.cursor()
         try:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
+            for params in executions:
+                cursor.execute(sql, params)
+                rows.extend(cursor.fetchall())
         finally:
             cursor.close()
         jobs = [_core.Client.job_from_row(tuple(_to_utc(v) for v in row)) for row in rows]

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyList, PyTuple};
 use std::sync::Mutex;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OnceCell};
 
 use crate::config::{validate_name, validate_new_job, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::job::{Job, NewJob, Schedule};
 use crate::py::job::PyJob;
 use crate::py::worker::{PyDispatcher, WorkerHandle};
 use crate::runtime::{block_on, runtime};
-use crate::store::{self, JobFilter, OrderBy, Store, Transition};
+use crate::store::{self, Backend, JobFilter, OrderBy, Store, Transition};
 use crate::worker::Worker;
 
 /// One job to insert as Python hands it over, types already checked by `ferroq/_app.py`:
@@ -43,19 +43,28 @@ pub struct Client {
     config: ClientConfig,
     /// Built on first use so that an App can be created at import time; dropped by `close`.
     store: Mutex<Option<Arc<dyn Store>>>,
+    /// Set once the schema is known to exist (stores that create it on first use).
+    schema_ready: OnceCell<()>,
     /// Wakes this process's worker when this process enqueues, without a database round trip.
     wake: Arc<Notify>,
 }
 
 impl Client {
-    /// The store, whose pool connects lazily on first use.
+    /// The store, whose pool connects lazily on first use; on SQLite the schema is created
+    /// then too.
     async fn store(&self) -> Result<Arc<dyn Store>> {
-        let mut slot = self.store.lock().unwrap();
-        if let Some(store) = slot.as_ref() {
-            return Ok(store.clone());
+        let store = {
+            let mut slot = self.store.lock().unwrap();
+            match slot.as_ref() {
+                Some(store) => store.clone(),
+                None => slot.insert(store::open(&self.config)?).clone(),
+            }
+        };
+        if store.creates_schema_on_first_use() {
+            self.schema_ready
+                .get_or_try_init(|| async { store.migrate().await.map(|_| ()) })
+                .await?;
         }
-        let store = store::open(&self.config)?;
-        *slot = Some(store.clone());
         Ok(store)
     }
 
@@ -152,7 +161,7 @@ impl Client {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (database_url, scope, concurrent_queues, max_params_size, connect_timeout, pool_size))]
+    #[pyo3(signature = (database_url, scope, concurrent_queues, max_params_size, connect_timeout, pool_size, wakeup_interval))]
     fn new(
         database_url: String,
         scope: String,
@@ -160,12 +169,18 @@ impl Client {
         max_params_size: usize,
         connect_timeout: f64,
         pool_size: usize,
+        wakeup_interval: f64,
     ) -> PyResult<Client> {
-        if !(connect_timeout.is_finite() && connect_timeout > 0.0) {
-            return Err(Error::Configuration(
-                "connect_timeout must be a positive number of seconds".into(),
-            )
-            .into());
+        for (name, seconds) in [
+            ("connect_timeout", connect_timeout),
+            ("wakeup_interval", wakeup_interval),
+        ] {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(Error::Configuration(format!(
+                    "{name} must be a positive number of seconds"
+                ))
+                .into());
+            }
         }
         let config = ClientConfig {
             database_url,
@@ -174,12 +189,14 @@ impl Client {
             max_params_size,
             connect_timeout: Duration::from_secs_f64(connect_timeout),
             pool_size: pool_size.max(2),
+            wakeup_interval: Duration::from_secs_f64(wakeup_interval),
         };
         store::check_url(&config.database_url)?;
         config.validate()?;
         Ok(Client {
             config,
             store: Mutex::new(None),
+            schema_ready: OnceCell::new(),
             wake: Arc::new(Notify::new()),
         })
     }
@@ -231,52 +248,69 @@ impl Client {
         })
     }
 
-    /// The insert statement and its parameters, for running on a caller's own connection so
-    /// the jobs commit or roll back with the caller's transaction.
+    /// The insert statement and the parameter tuples to run it with on a caller's own
+    /// connection (psycopg or sqlite3), so the jobs commit or roll back with the caller's
+    /// transaction. PostgreSQL takes the whole batch as arrays in one execution; SQLite one
+    /// execution per job.
     fn external_insert<'py>(
         &self,
         py: Python<'py>,
         specs: Vec<JobSpec>,
-    ) -> PyResult<(String, Bound<'py, PyTuple>)> {
+    ) -> PyResult<(String, Bound<'py, PyList>)> {
         let jobs = self.new_jobs(specs)?;
-        let sql = block_on(py, async {
-            Ok::<_, Error>(self.store().await?.external_insert_sql())
-        })?;
-        let at: Vec<Option<DateTime<Utc>>> = jobs
-            .iter()
-            .map(|j| {
-                if let Schedule::At(t) = j.schedule {
-                    Some(t)
-                } else {
-                    None
+        let store = block_on(py, self.store())?;
+        let at = |j: &NewJob| {
+            if let Schedule::At(t) = j.schedule {
+                Some(t)
+            } else {
+                None
+            }
+        };
+        let delay = |j: &NewJob| {
+            if let Schedule::In(d) = j.schedule {
+                Some(d)
+            } else {
+                None
+            }
+        };
+        let executions = PyList::empty(py);
+        match store.backend() {
+            Backend::Postgres => {
+                let arrays = (
+                    &self.config.scope,
+                    jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.action.as_str()).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.params.as_str()).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.blocking).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.timeout).collect::<Vec<_>>(),
+                    jobs.iter().map(|j| j.max_backoff).collect::<Vec<_>>(),
+                    jobs.iter().map(at).collect::<Vec<_>>(),
+                    jobs.iter().map(delay).collect::<Vec<_>>(),
+                );
+                executions.append(arrays)?;
+            }
+            Backend::Sqlite => {
+                for j in &jobs {
+                    let row = (
+                        &self.config.scope,
+                        &j.queue,
+                        &j.action,
+                        &j.params,
+                        j.blocking,
+                        j.priority,
+                        j.max_attempts,
+                        j.timeout,
+                        j.max_backoff,
+                        at(j).map(|t| t.timestamp_micros()),
+                        delay(j),
+                    );
+                    executions.append(row)?;
                 }
-            })
-            .collect();
-        let delays: Vec<Option<f64>> = jobs
-            .iter()
-            .map(|j| {
-                if let Schedule::In(d) = j.schedule {
-                    Some(d)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let params = (
-            &self.config.scope,
-            jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.action.as_str()).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.params.as_str()).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.blocking).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.timeout).collect::<Vec<_>>(),
-            jobs.iter().map(|j| j.max_backoff).collect::<Vec<_>>(),
-            at,
-            delays,
-        )
-            .into_pyobject(py)?;
-        Ok((sql.to_string(), params))
+            }
+        }
+        Ok((store.external_insert_sql().to_string(), executions))
     }
 
     /// Build a Job from a row returned by the external insert (columns in `JOB_COLUMNS`
@@ -284,6 +318,22 @@ impl Client {
     #[staticmethod]
     fn job_from_row(row: &Bound<'_, PyTuple>) -> PyResult<PyJob> {
         let item = |i: usize| row.get_item(i);
+        // psycopg gives datetimes; sqlite3 gives the stored integer microseconds.
+        let time = |i: usize| -> PyResult<Option<DateTime<Utc>>> {
+            let value = item(i)?;
+            if value.is_none() {
+                return Ok(None);
+            }
+            if let Ok(micros) = value.extract::<i64>() {
+                return Ok(DateTime::from_timestamp_micros(micros));
+            }
+            Ok(Some(value.extract()?))
+        };
+        let required = |i: usize| -> PyResult<DateTime<Utc>> {
+            time(i)?.ok_or_else(|| {
+                Error::Database(format!("column {i} of the job row is empty")).into()
+            })
+        };
         Ok(PyJob::new(
             Job {
                 id: item(0)?.extract()?,
@@ -298,12 +348,12 @@ impl Client {
                 max_attempts: item(9)?.extract()?,
                 timeout: item(10)?.extract()?,
                 max_backoff: item(11)?.extract()?,
-                scheduled_at: item(12)?.extract()?,
-                attempted_at: item(13)?.extract()?,
+                scheduled_at: required(12)?,
+                attempted_at: time(13)?,
                 attempted_by: item(14)?.extract()?,
-                next_attempt_at: item(15)?.extract()?,
-                done_at: item(16)?.extract()?,
-                inserted_at: item(17)?.extract()?,
+                next_attempt_at: time(15)?,
+                done_at: time(16)?,
+                inserted_at: required(17)?,
                 error: item(18)?.extract()?,
                 result: item(19)?.extract()?,
                 lease_token: item(20)?.extract()?,

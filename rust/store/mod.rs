@@ -1,6 +1,7 @@
 //! The storage seam: one trait method per operation. Nothing above this module knows SQL.
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,12 +158,19 @@ pub trait Store: Send + Sync {
     fn external_complete_sql(&self) -> &'static str;
     /// Close idle connections and refuse new ones; in-flight operations finish.
     fn close(&self);
+    /// Whether the schema is created on first use (the embedded default needs no setup step).
+    fn creates_schema_on_first_use(&self) -> bool {
+        false
+    }
+    /// The backend, for code that must speak its Python driver's parameter style.
+    fn backend(&self) -> Backend;
 }
 
 /// Storage backends ferroq has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
+    Sqlite,
 }
 
 /// Which backend a database URL names, before anything connects.
@@ -173,6 +181,7 @@ pub fn check_url(url: &str) -> Result<Backend> {
         .unwrap_or(url);
     match scheme {
         "postgresql" | "postgres" => Ok(Backend::Postgres),
+        "sqlite" => Ok(Backend::Sqlite),
         _ => Err(Error::UnsupportedDatabase(scheme.to_string())),
     }
 }
@@ -181,5 +190,9 @@ pub fn check_url(url: &str) -> Result<Backend> {
 pub fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
     match check_url(&config.database_url)? {
         Backend::Postgres => Ok(Arc::new(postgres::PgStore::new(config)?)),
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::new(
+            config,
+            config.wakeup_interval,
+        )?)),
     }
 }

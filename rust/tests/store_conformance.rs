@@ -3,6 +3,7 @@
 //! Written against the `Store` trait so the SQLite store can run the same cases.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,27 +11,58 @@ use _core::config::ClientConfig;
 use _core::job::{NewJob, Schedule};
 use _core::store::{self, ClaimRequest, Finish, Lease, Store};
 
+#[derive(Clone, Copy)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A private database for one test: its own PostgreSQL schema or its own SQLite file.
 struct TestDb {
     store: Arc<dyn Store>,
-    admin: tokio_postgres::Client,
-    schema: String,
+    place: Place,
+}
+
+enum Place {
+    Schema {
+        admin: tokio_postgres::Client,
+        name: String,
+    },
+    File {
+        dir: PathBuf,
+        url: String,
+    },
 }
 
 impl TestDb {
-    async fn new() -> TestDb {
-        let base = std::env::var("FERROQ_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/test".into());
-        let schema = format!("ferroq_rs_{:016x}", rand::random::<u64>());
-        let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .expect("PostgreSQL answers");
-        tokio::spawn(connection);
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .unwrap();
-        let separator = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{separator}options=-csearch_path%3D{schema}");
+    async fn new(backend: Backend) -> TestDb {
+        let (url, place) = match backend {
+            Backend::Postgres => {
+                let base = std::env::var("FERROQ_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/test".into());
+                let name = format!("ferroq_rs_{:016x}", rand::random::<u64>());
+                let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                    .await
+                    .expect("PostgreSQL answers");
+                tokio::spawn(connection);
+                admin
+                    .batch_execute(&format!("CREATE SCHEMA {name}"))
+                    .await
+                    .unwrap();
+                let separator = if base.contains('?') { '&' } else { '?' };
+                (
+                    format!("{base}{separator}options=-csearch_path%3D{name}"),
+                    Place::Schema { admin, name },
+                )
+            }
+            Backend::Sqlite => {
+                let dir =
+                    std::env::temp_dir().join(format!("ferroq_rs_{:016x}", rand::random::<u64>()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let url = format!("sqlite:///{}", dir.join("jobs.db").display());
+                (url.clone(), Place::File { dir, url })
+            }
+        };
         let config = ClientConfig {
             database_url: url,
             scope: "default".into(),
@@ -38,33 +70,68 @@ impl TestDb {
             max_params_size: 1 << 20,
             connect_timeout: Duration::from_secs(5),
             pool_size: 4,
+            wakeup_interval: Duration::from_millis(50),
         };
         let store = store::open(&config).unwrap();
         store.migrate().await.unwrap();
-        TestDb {
-            store,
-            admin,
-            schema,
-        }
+        TestDb { store, place }
     }
 
-    async fn sql(&self, statement: &str) {
-        self.admin
-            .batch_execute(
-                &statement.replace("ferroq_jobs", &format!("{}.ferroq_jobs", self.schema)),
-            )
-            .await
-            .unwrap();
+    /// Make every running lease look expired, as if its worker had died.
+    async fn expire_leases(&self) {
+        match &self.place {
+            Place::Schema { admin, name } => admin
+                .batch_execute(&format!("UPDATE {name}.ferroq_jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'"))
+                .await
+                .unwrap(),
+            Place::File { url, .. } => {
+                use sqlx::Connection;
+                let path = url.trim_start_matches("sqlite:///");
+                let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{path}")).await.unwrap();
+                sqlx::query("UPDATE ferroq_jobs SET lease_expires_at = 0 WHERE state = 'running'")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
     }
 
     async fn drop(self) {
         self.store.close();
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .await
-            .unwrap();
+        match self.place {
+            Place::Schema { admin, name } => admin
+                .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
+                .await
+                .unwrap(),
+            Place::File { dir, .. } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 }
+
+/// Each case runs once per backend, as `postgres::case` and `sqlite::case`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $case() { super::$case(super::Backend::Postgres).await } )*
+        }
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $case() { super::$case(super::Backend::Sqlite).await } )*
+        }
+    };
+}
+
+conformance!(
+    migrate_is_idempotent,
+    blocking_queue_hands_out_one_job_at_a_time_in_fifo_order,
+    a_retrying_head_blocks_its_queue_until_due,
+    a_stale_attempt_cannot_finish_a_rescued_job,
+    concurrent_queue_respects_its_limit_across_claims,
+    scopes_never_see_each_other,
+);
 
 fn job(queue: &str, blocking: bool) -> NewJob {
     NewJob {
@@ -101,16 +168,14 @@ fn finish(lease: Lease, state: &'static str) -> Finish {
     }
 }
 
-#[tokio::test]
-async fn migrate_is_idempotent() {
-    let db = TestDb::new().await;
+async fn migrate_is_idempotent(backend: Backend) {
+    let db = TestDb::new(backend).await;
     assert_eq!(db.store.migrate().await.unwrap(), Vec::<i32>::new());
     db.drop().await;
 }
 
-#[tokio::test]
-async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order() {
-    let db = TestDb::new().await;
+async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let inserted = db
         .store
         .insert_jobs("default", &[job("a", true), job("a", true), job("b", true)])
@@ -150,9 +215,8 @@ async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order() {
     db.drop().await;
 }
 
-#[tokio::test]
-async fn a_retrying_head_blocks_its_queue_until_due() {
-    let db = TestDb::new().await;
+async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let inserted = db
         .store
         .insert_jobs("default", &[job("a", true), job("a", true)])
@@ -193,9 +257,8 @@ async fn a_retrying_head_blocks_its_queue_until_due() {
     db.drop().await;
 }
 
-#[tokio::test]
-async fn a_stale_attempt_cannot_finish_a_rescued_job() {
-    let db = TestDb::new().await;
+async fn a_stale_attempt_cannot_finish_a_rescued_job(backend: Backend) {
+    let db = TestDb::new(backend).await;
     db.store
         .insert_jobs("default", &[job("a", true)])
         .await
@@ -205,8 +268,7 @@ async fn a_stale_attempt_cannot_finish_a_rescued_job() {
         id: stale.id,
         token: stale.lease_token.unwrap(),
     };
-    db.sql("UPDATE ferroq_jobs SET lease_expires_at = now() - interval '1 second'")
-        .await;
+    db.expire_leases().await;
     assert_eq!(db.store.rescue_expired("default").await.unwrap(), 1);
     let fresh = db.store.claim(&claim(1, &[])).await.unwrap().pop().unwrap();
     assert_eq!(fresh.id, stale.id);
@@ -235,9 +297,8 @@ async fn a_stale_attempt_cannot_finish_a_rescued_job() {
     db.drop().await;
 }
 
-#[tokio::test]
-async fn concurrent_queue_respects_its_limit_across_claims() {
-    let db = TestDb::new().await;
+async fn concurrent_queue_respects_its_limit_across_claims(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let jobs: Vec<NewJob> = (0..5).map(|_| job("emails", false)).collect();
     db.store.insert_jobs("default", &jobs).await.unwrap();
     let limits = vec![("emails".to_string(), 2u32)];
@@ -250,9 +311,8 @@ async fn concurrent_queue_respects_its_limit_across_claims() {
     db.drop().await;
 }
 
-#[tokio::test]
-async fn scopes_never_see_each_other() {
-    let db = TestDb::new().await;
+async fn scopes_never_see_each_other(backend: Backend) {
+    let db = TestDb::new(backend).await;
     db.store
         .insert_jobs("other", &[job("a", true)])
         .await

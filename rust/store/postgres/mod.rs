@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob, Schedule};
-use crate::store::{ClaimRequest, Finish, JobFilter, Lease, Store, Transition};
+use crate::store::{Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition};
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
 const CHANNEL_LISTEN: &str = "LISTEN ferroq_jobs";
@@ -519,5 +519,9 @@ impl Store for PgStore {
 
     fn close(&self) {
         self.pool.close();
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::Postgres
     }
 }

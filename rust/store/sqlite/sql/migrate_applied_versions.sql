@@ -1,0 +1,1 @@
+SELECT version FROM ferroq_schema_migrations ORDER BY version
