@@ -2,7 +2,7 @@
 one concurrent queue. One job fails twice, blocks its queue while it retries with backoff,
 then succeeds, and the queue carries on in order. Ends by itself when every job is done.
 
-    python examples/demo.py            # uses $FERROQ_DATABASE_URL, else the local PostgreSQL
+    python examples/demo.py     # jobs go to ./ferroq.db (SQLite), or to $FERROQ_DATABASE_URL
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 
 import ferroq
 
-URL = os.environ.get("FERROQ_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-app = ferroq.App(URL, scope="demo", concurrency=4, queues={"emails": 3}, poll_interval=5)
+# No URL: ferroq's embedded default, sqlite:///ferroq.db, unless FERROQ_DATABASE_URL is set.
+app = ferroq.App(scope="demo", concurrency=4, queues={"emails": 3}, poll_interval=5)
 started = time.monotonic()
 attempts_seen: dict[str, int] = {}
 lock = threading.Lock()
@@ -44,7 +44,6 @@ async def send_mail(job: ferroq.Job) -> None:
 
 
 def main() -> None:
-    app.migrate()
     # Start from an empty demo scope so reruns show the same story.
     for job in app.list_jobs(limit=10_000):
         if job.state not in ("completed", "failed", "discarded"):
@@ -64,10 +63,11 @@ def main() -> None:
     done = [app.get_job(i) for i in ids]
     completed = sum(j.state == "completed" for j in done)
     order2 = next(j for j in done if j.params.get("order") == "order-2")
-    say(f"{completed}/{len(done)} jobs completed; order-2 took {order2.attempts} attempts, last error: {order2.error!r}")
+    say(f"{completed}/{len(done)} jobs completed; order-2 took {order2.attempts} attempts, last error: {order2.error.splitlines()[-1]!r}")
     order = [j.params["order"] for j in sorted((j for j in done if j.queue == "customer-0"), key=lambda j: j.done_at)]
     say(f"customer-0 ran in FIFO order: {order}")
-    say(f"jobs are stored in {URL} (table ferroq_jobs, scope 'demo')")
+    say(f"jobs are stored in {app.database_url} (table ferroq_jobs, scope 'demo'); list them with:")
+    say(f"  ferroq jobs --database-url {app.database_url} --scope demo")
 
 
 if __name__ == "__main__":
