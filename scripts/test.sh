@@ -13,5 +13,8 @@ ensure_venv test
 echo "== cargo test"
 PYO3_PYTHON="$venv/bin/python" cargo test --quiet
 
+echo "== stubtest: python/ferroq/_core.pyi matches the extension"
+"$venv/bin/python" -m mypy.stubtest ferroq._core
+
 echo "== pytest (PostgreSQL at $FERROQ_TEST_DATABASE_URL)"
 "$venv/bin/python" -m pytest -n 2 -q "$@"

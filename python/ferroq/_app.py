@@ -10,9 +10,10 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from . import _core
 from ._executor import Executor, Performer
@@ -345,11 +346,11 @@ class App:
         """Whether a worker started with :meth:`start` is running."""
         return self._worker is not None
 
-    def __enter__(self) -> App:
+    def __enter__(self) -> App:  # noqa: PYI034 - Self needs Python 3.11
         self.start()
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def run(self) -> None:

@@ -1,12 +1,15 @@
 # Stubs of the private Rust extension; users import from `ferroq`.
+from collections.abc import Awaitable
 from datetime import datetime
-from typing import Any, Awaitable, final
+from typing import Any, TypeAlias, final
+
+__all__ = ["DEFAULT_MAX_PARAMS_SIZE", "MAX_NAME_CHARS", "Client", "Job", "WorkerHandle", "__version__"]
 
 __version__: str
 MAX_NAME_CHARS: int
 DEFAULT_MAX_PARAMS_SIZE: int
 
-_JobSpec = tuple[str, str, str, datetime | None, float | None, float, float, int, int]
+_JobSpec: TypeAlias = tuple[str, str, str, datetime | None, float | None, float, float, int, int]
 
 @final
 class Job:

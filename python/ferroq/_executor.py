@@ -15,9 +15,10 @@ import inspect
 import json
 import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ._outcomes import Discard, Fail, Snooze
 from .errors import JobTimeoutError
@@ -69,7 +70,7 @@ class _Watchdog:
     def disarm(self, key: int) -> type[BaseException] | None:
         """Stop watching; returns the exception type sent to the thread, if any was."""
         with self._cond:
-            deadline, ident, fired = self._armed.pop(key)
+            _deadline, ident, fired = self._armed.pop(key)
             if fired is not None:
                 _set_async_exc(ident, None)
             return fired

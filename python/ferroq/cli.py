@@ -7,7 +7,8 @@ import importlib
 import logging
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ._app import App
 from .errors import FerroqError
