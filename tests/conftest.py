@@ -111,9 +111,9 @@ def app_factory(database_url):
     yield make
     for app in reversed(apps):
         try:
-            app.stop()
+            app.close()
         except Exception as exc:  # e.g. an app the test never started; keep stopping the rest
-            warnings.warn(f"app.stop() at teardown raised {exc!r}")
+            warnings.warn(f"app.close() at teardown raised {exc!r}")
     apps.clear()
     gc.collect()  # performers closing over their app form cycles; free their connections now
 

@@ -234,3 +234,56 @@ def test_new_job_created_by_another_app_is_picked_up(app_factory):
     worker.start()
     job = producer.create_job("q", "a")
     wait_until(lambda: done == [job.id], timeout=5)
+
+
+def test_job_committed_late_is_not_skipped_in_its_blocking_queue(app_factory, database_url):
+    # The first job of the queue is created inside a transaction that commits after a later
+    # job was committed and run: it must still run once visible (FIFO over visible jobs).
+    app = app_factory(poll_interval=60)
+    ran = []
+
+    @app.performer("a")
+    def a(job):
+        ran.append(job.id)
+
+    app.start()
+    with psycopg.connect(database_url) as conn:
+        early = app.create_job("q", "a", {"n": 1}, connection=conn)
+        late = app.create_job("q", "a", {"n": 2})
+        wait_for_job(app, late.id, "completed", timeout=5)
+        conn.commit()
+    wait_for_job(app, early.id, "completed", timeout=5)
+    assert ran == [late.id, early.id]
+
+
+def test_app_as_context_manager_starts_and_stops(app_factory, db):
+    app = app_factory(poll_interval=60)
+    ran = []
+
+    @app.performer("a")
+    def a(job):
+        ran.append(job.id)
+
+    with app:
+        job = app.create_job("q", "a")
+        wait_for_job(app, job.id, "completed")
+    after = app.create_job("q", "a")
+    app.notify()
+    assert stays_true(lambda: app.get_job(after.id).state == "available", 1.0), \
+        "a stopped app still ran jobs"
+    assert ran == [job.id]
+
+
+def test_notify_wakes_a_started_app(app_factory):
+    app = app_factory(poll_interval=60)
+    idle = app_factory()
+    idle.notify()  # harmless on an app that is not started
+
+    @app.performer("a")
+    def a(job):
+        return "ok"
+
+    app.start()
+    job = idle.create_job("q", "a")
+    app.notify()
+    assert wait_for_job(app, job.id, "completed", timeout=5).result == "ok"

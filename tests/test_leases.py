@@ -3,9 +3,11 @@ holding the GIL keeps its lease."""
 
 from __future__ import annotations
 
-import itertools
+import ctypes
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -105,21 +107,37 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
     assert db.execute("SELECT job_id, attempt FROM effects").fetchall() == [(job.id, 2)]
 
 
-def _calibrated_gil_hog(duration: float):
-    """A function that holds the GIL in one C call (no bytecode runs) for about ``duration``."""
-    n = 2_000_000
-    t0 = time.perf_counter()
-    sum(itertools.repeat(1, n))
-    per_item = max((time.perf_counter() - t0) / n, 1e-10)
-    total = int(duration / per_item)
-    return lambda: sum(itertools.repeat(1, total))
+def _gil_hog(duration: float) -> None:
+    """Hold the GIL for ``duration`` seconds in one C call: ``ctypes.PyDLL`` functions run
+    without releasing it, so no other Python thread runs meanwhile."""
+    ctypes.PyDLL(None).usleep(int(duration * 1_000_000))
+
+
+# Watches one job from another process (this one's threads may be frozen by the GIL hog):
+# prints how many samples saw it running, and how many of those saw its lease already lapsed.
+LEASE_SAMPLER = """
+import sys, time, psycopg
+url, job_id, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+running = lapsed = 0
+with psycopg.connect(url, autocommit=True) as conn:
+    while time.monotonic() < deadline:
+        state, ok = conn.execute(
+            "SELECT state, lease_expires_at > clock_timestamp() FROM ferroq_jobs WHERE id = %s",
+            (job_id,)).fetchone()
+        if state == "running":
+            running += 1
+            lapsed += not ok
+        elif state in ("completed", "failed", "discarded"):
+            break
+        time.sleep(0.05)
+print(running, lapsed)
+"""
 
 
 @pytest.mark.parametrize("hog", ["python_loop", "c_call"])
-def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, hog):
+def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, database_url, hog):
     ttl = 1.0
     duration = 3.5 * ttl
-    c_hog = _calibrated_gil_hog(duration)
     # Two nodes: either would re-run the job if its lease lapsed.
     apps = [app_factory(lease_ttl=ttl, concurrency=2, poll_interval=60) for _ in range(2)]
     runs = []
@@ -129,7 +147,7 @@ def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, hog):
         runs.append(job.attempts)
         t0 = time.monotonic()
         if hog == "c_call":
-            c_hog()
+            _gil_hog(duration)
         else:
             end = time.monotonic() + duration
             while time.monotonic() < end:
@@ -140,9 +158,21 @@ def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, hog):
     for app in apps:
         app.performer("hog")(perform)
     job = apps[0].create_job("q", "hog")
-    for app in apps:
-        app.start()
-    done = wait_for_job(apps[0], job.id, "completed", timeout=30)
+    sampler = subprocess.Popen([sys.executable, "-c", LEASE_SAMPLER, database_url, str(job.id),
+                                "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        for app in apps:
+            app.start()
+        done = wait_for_job(apps[0], job.id, "completed", timeout=30)
+        out = sampler.communicate(timeout=30)[0]
+    finally:
+        if sampler.poll() is None:
+            sampler.kill()
+            sampler.wait()
     assert elapsed and elapsed[0] >= 3 * ttl, f"the hog did not hold long enough: {elapsed}"
     assert runs == [1], f"the job ran {len(runs)} times: attempts {runs}"
     assert done.attempts == 1
+    running, lapsed = map(int, out.split())
+    assert running >= 10, f"the sampler hardly saw the job running: {out!r}"
+    assert lapsed == 0, f"the lease had lapsed in {lapsed} of {running} samples"

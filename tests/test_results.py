@@ -176,7 +176,7 @@ def test_job_complete_inside_the_performers_transaction(app_factory, database_ur
 
     j1 = app.create_job("q", "pay")
     app.start()
-    assert wait_until(lambda: "complete" in seen)
+    wait_until(lambda: "state_before_commit" in seen)
     assert seen["complete"] is True
     assert seen["state_before_commit"] == "running"
 
@@ -404,6 +404,22 @@ def test_drain_runs_due_jobs_only(app_factory):
     assert app.drain() == 0
 
 
+def test_drain_runs_every_due_job_of_a_blocking_queue(app_factory):
+    # The queue's next job is due as soon as the previous one completed; drain() must not
+    # return before running it. Repeated, because a race here shows up only now and then.
+    app = app_factory()
+
+    @app.performer("ok")
+    def ok(job):
+        return "ok"
+
+    for round_ in range(40):
+        jobs = [app.create_job("q", "ok", {"round": round_, "i": i}) for i in range(3)]
+        ran = app.drain()
+        states = [app.get_job(j.id).state for j in jobs]
+        assert (ran, states) == (3, ["completed"] * 3), f"round {round_}"
+
+
 # --- ferroq.testing ----------------------------------------------------------------------------
 
 
@@ -435,3 +451,22 @@ def test_testing_helpers(app_factory):
         refute_job_created(app, action="send")
     with pytest.raises(AssertionError):
         refute_job_created(app, params={"to": "a@b.c"})
+
+
+def test_result_that_is_not_json_fails_the_attempt_and_worker_keeps_running(app_factory):
+    app = app_factory(poll_interval=60)
+
+    @app.performer("weird")
+    def weird(job):
+        return {"when": object()}
+
+    @app.performer("ok")
+    def ok(job):
+        return "ok"
+
+    bad = app.create_job("q", "weird", max_attempts=1)
+    after = app.create_job("q", "ok")
+    app.start()
+    ended = wait_for_job(app, bad.id, ("failed", "discarded"))
+    assert ended.error, "a result that cannot be stored left no error"
+    assert wait_for_job(app, after.id, "completed").result == "ok"

@@ -122,3 +122,33 @@ def test_two_workers_run_every_job_once_without_overlap(app_factory, database_ur
         by_queue[row["queue"]].append(sequence[row["job_id"]])
     for queue, seqs in by_queue.items():
         assert seqs == sorted(seqs), f"FIFO violated in {queue}"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_in_process_stop_releases_jobs_past_the_timeout(app_factory, kind):
+    app = app_factory(poll_interval=60)
+    started = []
+
+    if kind == "sync":
+        @app.performer("long")
+        def long(job):
+            started.append(job.attempts)
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                time.sleep(0.05)
+    else:
+        import asyncio
+
+        @app.performer("long")
+        async def long(job):
+            started.append(job.attempts)
+            await asyncio.sleep(30)
+
+    job = app.create_job("q", "long", max_attempts=1)
+    app.start()
+    wait_until(lambda: started)
+    t0 = time.monotonic()
+    app.stop(timeout=0.5)
+    assert time.monotonic() - t0 < 6, "stop(timeout=0.5) did not return in time"
+    released = app.get_job(job.id)
+    assert (released.state, released.attempts) == ("available", 0)

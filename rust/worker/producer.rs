@@ -24,6 +24,10 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             }
             continue;
         }
+        // Sampled before claiming: if nothing was in flight then, an empty claim means nothing
+        // is left to run now. Sampled after, an outcome written meanwhile could have unblocked
+        // a queue the claim had already looked at.
+        let in_flight_before_claim = shared.in_flight_count();
         let request = ClaimRequest {
             scope: &shared.scope,
             limit: free,
@@ -71,7 +75,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             }
         }
         if config.drain {
-            if claimed == 0 && shared.in_flight_count() == 0 {
+            if claimed == 0 && in_flight_before_claim == 0 {
                 return;
             }
             // Outcomes being written may unblock the next job of a blocking queue.
