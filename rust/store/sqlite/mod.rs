@@ -75,6 +75,26 @@ macro_rules! write_tx {
     }};
 }
 
+/// Evaluate `$attempt` (an expression giving a sqlx future) until it does not meet a lock:
+/// a read in WAL mode can still see SQLITE_BUSY briefly while another process recovers or
+/// checkpoints the file.
+macro_rules! read_retry {
+    ($attempt:expr) => {{
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match $attempt.await {
+                Ok(value) => break Ok::<_, Error>(value),
+                Err(err) if is_busy(&err) && started.elapsed() < WRITE_RETRY_LIMIT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                Err(err) => break Err(db_error(err)),
+            }
+        }
+    }};
+}
+
 macro_rules! sql {
     ($name:ident, $file:literal) => {
         static $name: LazyLock<String> = LazyLock::new(|| {
@@ -240,15 +260,12 @@ impl SqliteStore {
     async fn query_jobs_read(
         &self,
         sql: &'static str,
-        binds: impl FnOnce(
+        binds: impl Fn(
             sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
         )
             -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> Result<Vec<Job>> {
-        let rows = binds(sqlx::query(sql))
-            .fetch_all(&self.readers)
-            .await
-            .map_err(db_error)?;
+        let rows = read_retry!(binds(sqlx::query(sql)).fetch_all(&self.readers))?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -449,11 +466,9 @@ impl Store for SqliteStore {
     }
 
     async fn next_run_in(&self, scope: &str) -> Result<Option<f64>> {
-        sqlx::query_scalar(NEXT_RUN_IN.as_str())
+        read_retry!(sqlx::query_scalar(NEXT_RUN_IN.as_str())
             .bind(scope)
-            .fetch_one(&self.readers)
-            .await
-            .map_err(db_error)
+            .fetch_one(&self.readers))
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {
@@ -471,7 +486,7 @@ impl Store for SqliteStore {
     async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
         let scope = scope.to_owned();
         Ok(self
-            .query_jobs_read(GET_JOB.as_str(), move |q| q.bind(scope).bind(id))
+            .query_jobs_read(GET_JOB.as_str(), move |q| q.bind(scope.clone()).bind(id))
             .await?
             .pop())
     }
@@ -497,7 +512,7 @@ impl Store for SqliteStore {
             });
         let (scope, filter) = (scope.to_owned(), filter.clone());
         self.query_jobs_read(sql, move |q| {
-            q.bind(scope)
+            q.bind(scope.clone())
                 .bind(filter.queue.clone())
                 .bind(filter.action.clone())
                 .bind(states_json(&filter.states))
@@ -509,15 +524,13 @@ impl Store for SqliteStore {
     }
 
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64> {
-        sqlx::query_scalar(COUNT_JOBS.as_str())
+        read_retry!(sqlx::query_scalar(COUNT_JOBS.as_str())
             .bind(scope)
             .bind(filter.queue.as_deref())
             .bind(filter.action.as_deref())
             .bind(states_json(&filter.states))
             .bind(filter.search.as_deref().map(contains_pattern))
-            .fetch_one(&self.readers)
-            .await
-            .map_err(db_error)
+            .fetch_one(&self.readers))
     }
 
     async fn retry_job(&self, scope: &str, id: i64) -> Result<Transition> {
@@ -566,6 +579,8 @@ impl Store for SqliteStore {
                     }
                     last = Some(version);
                 }
+                // Another process holding a lock for a moment: look again next tick.
+                Err(err) if is_busy(&err) => {}
                 Err(err) => {
                     log::warn!("ferroq: watching the SQLite file failed ({err}); reopening");
                     watcher = None;
