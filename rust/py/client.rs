@@ -204,6 +204,7 @@ impl Client {
     /// Close the connection pool. A later operation opens a new one.
     fn close(&self) {
         if let Some(store) = self.store.lock().unwrap().take() {
+            let _context = runtime().enter();
             store.close();
         }
     }

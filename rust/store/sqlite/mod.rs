@@ -610,10 +610,14 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) {
+        // sqlx closes pools asynchronously. Outside a runtime (nothing to wait on) the pools
+        // close as their last handle drops.
         let (writer, readers) = (self.writer.clone(), self.readers.clone());
-        tokio::spawn(async move {
-            writer.close().await;
-            readers.close().await;
-        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                writer.close().await;
+                readers.close().await;
+            });
+        }
     }
 }
