@@ -1,10 +1,11 @@
 """Runs performers for the Rust worker.
 
 The worker hands over each claimed batch with one call to :meth:`Executor.submit`. Async
-performers run as tasks on one asyncio loop thread (the batch crosses threads with a single
-``call_soon_threadsafe``); sync performers run on a bounded thread pool. Timeouts cancel async
-tasks and interrupt sync threads; an attempt is reported only once its performer has really
-returned, so a blocking queue stays locked until then.
+performers run as tasks on one asyncio loop thread: the batch crosses threads with a single
+``call_soon_threadsafe``, and the outcomes of one loop iteration go back to Rust in a single
+call. Sync performers run on a bounded thread pool. Timeouts cancel async tasks and interrupt
+sync threads; an attempt is reported only once its performer has really returned, so a
+blocking queue stays locked until then.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes
 import inspect
 import json
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -103,10 +105,13 @@ class _Watchdog:
                 self._cond.wait(wait)
 
 
-def _monotonic() -> float:
-    import time
+_monotonic = time.monotonic
 
-    return time.monotonic()
+#: How often the asyncio thread looks for tasks past their timeout.
+_ASYNC_TIMEOUT_SWEEP = 0.05
+
+#: (kind, text, seconds) as WorkerHandle.report_many takes them, without the job.
+Outcome = tuple[str, "str | None", "float | None"]
 
 
 def _describe(exc: BaseException) -> str:
@@ -128,7 +133,12 @@ class Executor:
         self._watchdog = _Watchdog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._tasks: dict[int, asyncio.Task[Any]] = {}
+        # Loop-thread state: running tasks with their job, performer and deadline.
+        self._tasks: dict[asyncio.Task[Any], tuple[Any, Performer, float]] = {}
+        self._timed_out: set[asyncio.Task[Any]] = set()
+        self._sweeping = False
+        self._pending: list[tuple[Any, str, str | None, float | None]] = []
+        self._flush_scheduled = False
         self._stopping = False
 
     # -- called by the Rust worker ------------------------------------------------------------
@@ -146,8 +156,8 @@ class Executor:
             performer = self._performers.get(job.action)
             if performer is None:
                 known = ", ".join(sorted(self._performers)) or "none"
-                self._handle.report_failed(job, f"no performer registered for action {job.action!r} (registered: {known})", None
-                )
+                error = f"no performer registered for action {job.action!r} (registered: {known})"
+                self._handle.report_many([(job, "failed", error, None)])
             elif performer.is_async:
                 async_batch.append((job, performer))
             else:
@@ -177,6 +187,7 @@ class Executor:
     def _run_sync(self, job: Any, performer: Performer) -> None:
         key = self._watchdog.arm(job.timeout)
         fired: type[BaseException] | None = None
+        outcome: Outcome
         try:
             try:
                 value = performer.fn(job)
@@ -186,20 +197,39 @@ class Executor:
             value = None
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is the attempt's outcome
             if fired is None:
-                self._fail(job, performer, _describe(exc))
+                self._deliver(job, self._failure_now(job, performer, _describe(exc)))
                 return
         if fired is _ShutdownInterrupt:
-            self._handle.report_released(job)
+            outcome = ("released", None, None)
         elif fired is JobTimeoutError:
-            self._fail(job, performer, _timeout_error(job))
+            outcome = self._failure_now(job, performer, _timeout_error(job))
         else:
-            self._settle(job, performer, value)
+            outcome = self._returned(job, performer, value)
+        self._deliver(job, outcome)
+
+    def _deliver(self, job: Any, outcome: Outcome) -> None:
+        self._handle.report_many([(job, *outcome)])
+
+    def _failure_now(self, job: Any, performer: Performer, error: str) -> Outcome:
+        """A failure outcome, running an async on_failure hook to completion on this thread."""
+        outcome, hook = self._failure(job, performer, error)
+        if hook is None:
+            return outcome
+        try:
+            asyncio.run(hook)
+        except Exception as exc:  # noqa: BLE001
+            return (outcome[0], f"{outcome[1]}\non_failure hook raised: {_describe(exc)}", outcome[2])
+        return outcome
 
     # -- async performers ---------------------------------------------------------------------
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.new_event_loop()
+            eager = getattr(asyncio, "eager_task_factory", None)
+            if eager is not None:
+                # 3.12+: a performer that never awaits finishes inside create_task.
+                loop.set_task_factory(eager)
             ready = threading.Event()
 
             def run() -> None:
@@ -216,76 +246,104 @@ class Executor:
     def _start_tasks(self, batch: list[tuple[Any, Performer]]) -> None:
         loop = self._loop
         assert loop is not None
+        now = loop.time()
         for job, performer in batch:
-            self._tasks[job.id] = loop.create_task(self._run_async(job, performer))
+            try:
+                task = loop.create_task(performer.fn(job))
+            except BaseException as exc:  # noqa: BLE001 - the performer raised before returning a coroutine
+                self._queue_outcome(job, self._failure_now(job, performer, _describe(exc)))
+                continue
+            if task.done():
+                self._finish_task(task, job, performer)
+            else:
+                self._tasks[task] = (job, performer, now + job.timeout)
+                task.add_done_callback(self._task_done)
+        if self._tasks and not self._sweeping:
+            self._sweeping = True
+            loop.call_later(_ASYNC_TIMEOUT_SWEEP, self._sweep_timeouts)
+
+    def _sweep_timeouts(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        for task, (_job, _performer, deadline) in list(self._tasks.items()):
+            if deadline <= now and task not in self._timed_out:
+                self._timed_out.add(task)
+                task.cancel()
+        if self._tasks:
+            loop.call_later(_ASYNC_TIMEOUT_SWEEP, self._sweep_timeouts)
+        else:
+            self._sweeping = False
 
     def _cancel_tasks(self) -> None:
-        for task in list(self._tasks.values()):
+        for task in list(self._tasks):
             task.cancel()
 
-    async def _run_async(self, job: Any, performer: Performer) -> None:
-        try:
-            inner = asyncio.ensure_future(performer.fn(job))
-            try:
-                done, _ = await asyncio.wait({inner}, timeout=job.timeout)
-            except asyncio.CancelledError:
-                inner.cancel()
-                await asyncio.wait({inner})
-                self._handle.report_released(job)
-                return
-            if not done:
-                inner.cancel()
-                # The queue stays locked until the performer has really stopped.
-                await asyncio.wait({inner})
-                await self._afail(job, performer, _timeout_error(job))
-                return
-            try:
-                value = inner.result()
-            except asyncio.CancelledError:
-                if self._stopping:
-                    self._handle.report_released(job)
-                else:
-                    await self._afail(job, performer, "cancelled: the performer's task was cancelled")
-                return
-            except BaseException as exc:  # noqa: BLE001
-                await self._afail(job, performer, _describe(exc))
-                return
-            self._settle(job, performer, value)
-        except BaseException as exc:  # noqa: BLE001 - never leave an attempt unreported
-            self._handle.report_failed(job, _describe(exc), None)
-        finally:
-            self._tasks.pop(job.id, None)
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        job, performer, _deadline = self._tasks.pop(task)
+        self._finish_task(task, job, performer)
 
-    async def _afail(self, job: Any, performer: Performer, error: str) -> None:
-        hook_result = self._fail(job, performer, error, defer_report=True)
-        if inspect.isawaitable(hook_result[2]):
-            try:
-                await hook_result[2]
-            except BaseException as exc:  # noqa: BLE001
-                hook_result = (hook_result[0] + f"\non_failure hook raised: {_describe(exc)}", hook_result[1], None)
-        self._handle.report_failed(job, hook_result[0], hook_result[1])
+    def _finish_task(self, task: asyncio.Task[Any], job: Any, performer: Performer) -> None:
+        hook = None
+        if task in self._timed_out:
+            # Timed out, whether or not the performer swallowed the cancellation.
+            self._timed_out.discard(task)
+            outcome, hook = self._failure(job, performer, _timeout_error(job))
+        elif task.cancelled():
+            if self._stopping:
+                outcome = ("released", None, None)
+            else:
+                outcome, hook = self._failure(job, performer, "cancelled: the performer's task was cancelled")
+        elif task.exception() is not None:
+            outcome, hook = self._failure(job, performer, _describe(task.exception()))  # type: ignore[arg-type]
+        else:
+            outcome = self._returned(job, performer, task.result())
+        if hook is None:
+            self._queue_outcome(job, outcome)
+        else:
+            asyncio.ensure_future(self._await_hook(job, outcome, hook), loop=self._loop)
+
+    async def _await_hook(self, job: Any, outcome: Outcome, hook: Any) -> None:
+        try:
+            await hook
+        except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
+            outcome = (outcome[0], f"{outcome[1]}\non_failure hook raised: {_describe(exc)}", outcome[2])
+        self._queue_outcome(job, outcome)
+
+    def _queue_outcome(self, job: Any, outcome: Outcome) -> None:
+        """Collect the outcomes of this loop iteration; they cross to Rust in one call."""
+        self._pending.append((job, *outcome))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_outcomes)
+
+    def _flush_outcomes(self) -> None:
+        pending, self._pending = self._pending, []
+        self._flush_scheduled = False
+        self._handle.report_many(pending)
 
     # -- outcomes -----------------------------------------------------------------------------
 
-    def _settle(self, job: Any, performer: Performer, value: Any) -> None:
+    def _returned(self, job: Any, performer: Performer, value: Any) -> Outcome:
+        """The outcome of a performer that returned ``value``."""
         if isinstance(value, Fail):
-            self._fail(job, performer, str(value.reason))
-        elif isinstance(value, Snooze):
-            self._handle.report_snoozed(job, value.delay)
-        elif isinstance(value, Discard):
-            self._handle.report_discarded(job, str(value.reason))
-        elif value is None:
-            self._handle.report_completed(job, None)
-        else:
-            try:
-                result = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-            except (TypeError, ValueError) as exc:
-                self._fail(job, performer, f"the performer returned a value that is not JSON: {exc}")
-                return
-            self._handle.report_completed(job, result)
+            return self._failure_now(job, performer, str(value.reason))
+        if isinstance(value, Snooze):
+            return ("snoozed", None, value.delay)
+        if isinstance(value, Discard):
+            return ("discarded", str(value.reason), None)
+        if value is None:
+            return ("completed", None, None)
+        try:
+            result = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            return self._failure_now(job, performer, f"the performer returned a value that is not JSON: {exc}")
+        return ("completed", result, None)
 
-    def _fail(self, job: Any, performer: Performer, error: str, defer_report: bool = False) -> Any:
-        """Report a failed attempt: custom backoff, and the on_failure hook on the last one."""
+    def _failure(self, job: Any, performer: Performer, error: str) -> tuple[Outcome, Any]:
+        """A failed attempt: custom backoff, and the on_failure hook on the last attempt.
+        Returns the outcome and, if the hook is a coroutine, the awaitable still to run."""
         backoff = None
         if performer.backoff is not None:
             try:
@@ -295,17 +353,10 @@ class Executor:
         pending = None
         if performer.on_failure is not None and job.attempts >= job.max_attempts:
             try:
-                pending = performer.on_failure(job, error)
+                result = performer.on_failure(job, error)
             except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
                 error += f"\non_failure hook raised: {_describe(exc)}"
-            if inspect.isawaitable(pending) and not defer_report:
-                # A coroutine hook from a sync performer: run it to completion on this thread.
-                try:
-                    asyncio.run(pending)  # type: ignore[arg-type]
-                except Exception as exc:  # noqa: BLE001
-                    error += f"\non_failure hook raised: {_describe(exc)}"
-                pending = None
-        if defer_report:
-            return (error, backoff, pending)
-        self._handle.report_failed(job, error, backoff)
-        return None
+            else:
+                if inspect.isawaitable(result):
+                    pending = result
+        return ("failed", error, backoff), pending

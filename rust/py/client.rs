@@ -117,6 +117,29 @@ impl Client {
             .collect()
     }
 
+    /// Retry or cancel. Either can unblock a blocking queue (a cancelled retrying head) or
+    /// make a job runnable now, so workers here and in other processes are told.
+    fn transition<F, Fut>(&self, py: Python<'_>, id: i64, change: F) -> PyResult<PyJob>
+    where
+        F: FnOnce(Arc<dyn Store>, String) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<Transition>> + Send,
+    {
+        let outcome = block_on(py, async {
+            let store = self.store().await?;
+            let outcome = change(store.clone(), self.config.scope.clone()).await?;
+            if matches!(outcome, Transition::Done(_)) {
+                self.wake.notify_one();
+                store.notify(&self.config.scope).await?;
+            }
+            Ok::<_, Error>(outcome)
+        })?;
+        match outcome {
+            Transition::Done(job) => Ok(PyJob::new(job, None)),
+            Transition::NotFound => Err(Error::JobNotFound(id).into()),
+            Transition::WrongState(message) => Err(Error::JobState(message).into()),
+        }
+    }
+
     fn wrap(jobs: Vec<Job>) -> Vec<PyJob> {
         jobs.into_iter().map(|job| PyJob::new(job, None)).collect()
     }
@@ -415,18 +438,15 @@ impl Client {
     }
 
     fn retry_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
-        let outcome = block_on(py, async {
-            self.store().await?.retry_job(&self.config.scope, id).await
-        })?;
-        self.wake.notify_one();
-        transition_result(outcome, id, py, self)
+        self.transition(py, id, |store, scope| async move {
+            store.retry_job(&scope, id).await
+        })
     }
 
     fn cancel_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
-        let outcome = block_on(py, async {
-            self.store().await?.cancel_job(&self.config.scope, id).await
-        })?;
-        transition_result(outcome, id, py, self)
+        self.transition(py, id, |store, scope| async move {
+            store.cancel_job(&scope, id).await
+        })
     }
 
     /// Wake every worker of this scope, in this process and others.
@@ -495,18 +515,5 @@ impl Client {
     #[staticmethod]
     fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
         crate::job::default_backoff(attempts, max_backoff)
-    }
-}
-
-fn transition_result(
-    outcome: Transition,
-    id: i64,
-    _py: Python<'_>,
-    _client: &Client,
-) -> PyResult<PyJob> {
-    match outcome {
-        Transition::Done(job) => Ok(PyJob::new(job, None)),
-        Transition::NotFound => Err(Error::JobNotFound(id).into()),
-        Transition::WrongState(message) => Err(Error::JobState(message).into()),
     }
 }

@@ -147,6 +147,38 @@ impl WorkerHandle {
         self.report(job, Outcome::Released);
     }
 
+    /// Several outcomes in one call (the asyncio thread reports once per loop iteration):
+    /// `(job, kind, text, seconds)` with kind completed (text = result JSON), failed (text =
+    /// error, seconds = backoff), snoozed (seconds), discarded (text = reason) or released.
+    fn report_many(
+        &self,
+        outcomes: Vec<(PyRef<'_, PyJob>, String, Option<String>, Option<f64>)>,
+    ) -> PyResult<()> {
+        for (job, kind, text, seconds) in outcomes {
+            let outcome = match kind.as_str() {
+                "completed" => Outcome::Completed { result: text },
+                "failed" => Outcome::Failed {
+                    error: text.unwrap_or_default(),
+                    backoff: seconds,
+                },
+                "snoozed" => Outcome::Snoozed {
+                    seconds: seconds.unwrap_or(0.0),
+                },
+                "discarded" => Outcome::Discarded {
+                    reason: text.unwrap_or_default(),
+                },
+                "released" => Outcome::Released,
+                other => {
+                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                        "unknown outcome kind {other:?}"
+                    )));
+                }
+            };
+            self.report(&job, outcome);
+        }
+        Ok(())
+    }
+
     #[getter]
     fn processed(&self) -> u64 {
         self.worker.processed()

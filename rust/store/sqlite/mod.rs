@@ -31,8 +31,10 @@ use crate::store::{Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Trans
 const NOW: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) * 1000 AS INTEGER)";
 
 /// Columns of a job row in the order `job_from_row` reads them. SQLite's FIFO sequence is the id.
+/// timeout and max_backoff are cast because SQLite keeps integral REAL values as integers on
+/// disk, and some versions hand them back typed INTEGER from RETURNING.
 pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS sequence, state, \
-    attempts, max_attempts, timeout, max_backoff, scheduled_at, attempted_at, attempted_by, \
+    attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token";
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
