@@ -6,9 +6,14 @@ ensure_venv() {
         echo "ferroq needs a Rust toolchain (cargo) to build its engine; install it with rustup." >&2
         exit 1
     fi
-    if ! command -v cc >/dev/null 2>&1; then
-        echo "== installing a C compiler"
-        apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+    local missing=()
+    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # The extension links the system SQLite, the library Python's sqlite3 module uses.
+    pkg-config --exists sqlite3 2>/dev/null || missing+=(libsqlite3-dev)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "== installing build requirements: ${missing[*]}"
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     local python=${PYTHON:-python3}
     "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
