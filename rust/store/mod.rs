@@ -112,6 +112,16 @@ impl OrderBy {
     }
 }
 
+/// `%text%` for a LIKE/ILIKE search (escape character `\`), with the pattern characters of
+/// `text` taken literally.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    let escaped = text
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// Why a retry or cancel did nothing.
 #[derive(Debug)]
 pub enum Transition {
@@ -194,5 +204,15 @@ pub fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
             config,
             config.wakeup_interval,
         )?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_matched_literally() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
     }
 }

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob, Schedule};
-use crate::store::{Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition};
+use crate::store::{
+    contains_pattern, Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition,
+};
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
 const CHANNEL_LISTEN: &str = "LISTEN ferroq_jobs";
@@ -225,15 +227,6 @@ fn job_from_row(row: &Row) -> Result<Job> {
         result: row.try_get(19)?,
         lease_token: row.try_get(20)?,
     })
-}
-
-/// `%text%` for ILIKE, with the pattern characters of `text` taken literally.
-fn contains_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
 }
 
 #[async_trait]

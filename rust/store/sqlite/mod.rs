@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob, Schedule};
-use crate::store::{Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition};
+use crate::store::{
+    contains_pattern, Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition,
+};
 
 /// The database clock: integer microseconds since the Unix epoch (millisecond resolution),
 /// constant within a statement. julianday() rather than unixepoch('subsec') because callers'
@@ -211,14 +213,6 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         result: row.try_get(19).map_err(db_error)?,
         lease_token: row.try_get(20).map_err(db_error)?,
     })
-}
-
-fn contains_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
 }
 
 fn states_json(states: &Option<Vec<String>>) -> Option<String> {
