@@ -1,18 +1,22 @@
 """Shared fixtures for the ferroq behaviour suite.
 
-Every test runs once per storage backend through the ``backend`` fixture. Only PostgreSQL
-exists today; SQLite is added later by appending one entry to ``BACKENDS`` and one branch to
-``database_url``. Each test gets its own PostgreSQL schema, so tests can run in parallel
+Every test that uses the database runs once per storage backend (``[postgres]`` and
+``[sqlite]`` in its id) through the ``backend`` fixture. Each test gets its own database — a
+PostgreSQL schema, or a SQLite file in its ``tmp_path`` — so tests can run in parallel
 (``pytest -n 2``) without seeing each other's rows.
+
+Markers:
+
+* ``@pytest.mark.not_on("sqlite", reason="...")`` skips that backend's variant, visibly and with
+  the reason, where a behaviour does not exist there (e.g. LISTEN/NOTIFY on SQLite);
+* ``@pytest.mark.only_on("sqlite")`` runs a test on that backend only (no skipped variants).
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 import uuid
-import warnings
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
@@ -25,10 +29,10 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from helpers import Ledger, ProcessGroup  # noqa: E402
+from helpers import Ledger, ProcessGroup, RawDb, close_apps
 
 #: Storage backends every behaviour test runs against.
-BACKENDS = ["postgres"]
+BACKENDS = ["postgres", "sqlite"]
 
 #: Base URL of the test database; each test adds its own ``search_path``.
 BASE_URL = os.environ.get(
@@ -42,6 +46,29 @@ PER_TEST_TIMEOUT = 120
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
+    config.addinivalue_line(
+        "markers", "not_on(backend, reason): skip this test's variant on that backend")
+    config.addinivalue_line("markers", "only_on(*backends): run this test on these backends only")
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize ``backend`` (used directly or through ``database_url``) over BACKENDS,
+    honouring the ``only_on`` and ``not_on`` markers."""
+    if "backend" not in metafunc.fixturenames:
+        return
+    allowed = list(BACKENDS)
+    for mark in metafunc.definition.iter_markers("only_on"):
+        allowed = [b for b in allowed if b in mark.args]
+    skipped = {}
+    for mark in metafunc.definition.iter_markers("not_on"):
+        reason = mark.kwargs.get("reason") or (mark.args[1] if len(mark.args) > 1 else "")
+        assert reason, f"{metafunc.definition.nodeid}: not_on needs a reason"
+        skipped.setdefault(mark.args[0], f"{mark.args[0]}: {reason}")
+    metafunc.parametrize(
+        "backend",
+        [pytest.param(b, marks=[pytest.mark.skip(reason=skipped[b])] if b in skipped else [])
+         for b in allowed],
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -60,17 +87,23 @@ def _with_search_path(base_url: str, schema: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture
 def backend(request) -> str:
-    """Name of the storage backend under test."""
+    """Name of the storage backend under test (parametrized by ``pytest_generate_tests``)."""
     return request.param
 
 
 @pytest.fixture
-def database_url(backend):
-    """A database URL private to this test (its own PostgreSQL schema, dropped afterwards)."""
-    if backend != "postgres":  # pragma: no cover - only postgres exists for now
-        raise NotImplementedError(backend)
+def database_url(backend, tmp_path):
+    """A database URL private to this test: its own PostgreSQL schema (dropped afterwards),
+    or a fresh SQLite file in ``tmp_path`` (``sqlite:///`` + an absolute path, so four
+    slashes)."""
+    if backend == "sqlite":
+        path = tmp_path / "jobs.db"
+        assert path.is_absolute()
+        yield f"sqlite:///{path}"
+        return
+    assert backend == "postgres", backend
     schema = f"ferroq_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(BASE_URL, autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -85,8 +118,9 @@ def database_url(backend):
 
 @pytest.fixture
 def db(database_url):
-    """A raw autocommit psycopg connection to this test's schema, to inspect or alter rows."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
+    """A raw autocommit connection (``helpers.RawDb``) to this test's database, to inspect
+    or alter rows the same way on both backends."""
+    with RawDb.connect(database_url) as conn:
         yield conn
 
 
@@ -109,13 +143,7 @@ def app_factory(database_url):
         return app
 
     yield make
-    for app in reversed(apps):
-        try:
-            app.close()
-        except Exception as exc:  # e.g. an app the test never started; keep stopping the rest
-            warnings.warn(f"app.close() at teardown raised {exc!r}")
-    apps.clear()
-    gc.collect()  # performers closing over their app form cycles; free their connections now
+    close_apps(apps)
 
 
 @pytest.fixture
@@ -127,6 +155,9 @@ def processes(tmp_path, database_url):
 
 
 @pytest.fixture
-def ledger(db):
-    """A ``ledger`` table in this test's schema that the apps in ``tests/apps`` write to."""
-    return Ledger.create(db)
+def ledger(database_url):
+    """A ``ledger`` table for this test (see ``helpers.ledger_url``) that the apps in
+    ``tests/apps`` write to."""
+    ledger = Ledger.create(database_url)
+    yield ledger
+    ledger.db.close()

@@ -9,9 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from helpers import (Recorder, job_row, seconds, stays_true, wait_for_job, wait_for_jobs,
-                     wait_until)
+from helpers import Recorder, job_row, seconds, stays_true, wait_for_job, wait_for_jobs, wait_until
 
 
 def _ok_performer(app, rec: Recorder, name: str = "ok", sleep: float = 0.0):

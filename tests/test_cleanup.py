@@ -77,5 +77,5 @@ def test_cleanup_interval_accepts_seconds_and_timedelta(app_factory):
         app.start()
         job = app.create_job("q", "ok")
         wait_for_job(app, job.id, ("completed",))
-        wait_until(lambda: app.get_job(job.id) is None, timeout=10)
+        wait_until(lambda app=app, job=job: app.get_job(job.id) is None, timeout=10)
         app.stop()

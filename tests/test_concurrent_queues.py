@@ -7,7 +7,6 @@ import asyncio
 import time
 
 import pytest
-
 from helpers import Recorder, wait_for_job, wait_for_jobs
 
 

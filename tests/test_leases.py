@@ -11,10 +11,17 @@ import sys
 import threading
 import time
 
-import psycopg
 import pytest
-
-from helpers import job_row, stays_true, wait_for_job, wait_until
+from helpers import (
+    execute_in,
+    expire_lease,
+    job_row,
+    stays_true,
+    subprocess_env,
+    transaction_connection,
+    wait_for_job,
+    wait_until,
+)
 
 LEASE_TTL = 2.0
 
@@ -57,12 +64,12 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
         while not release[n].is_set():
             try:
                 release[n].wait(0.05)
-            except BaseException as exc:  # an engine may interrupt an attempt it lost
+            except BaseException as exc:  # noqa: BLE001 - an engine may interrupt a lost attempt
                 interruptions.append(repr(exc))
         for _ in range(3):  # a stale worker tries to commit its effect regardless
             try:
-                with psycopg.connect(database_url) as conn:
-                    conn.execute("INSERT INTO effects VALUES (%s, %s)", (job.id, n))
+                with transaction_connection(database_url) as conn:
+                    execute_in(conn, "INSERT INTO effects VALUES (%s, %s)", (job.id, n))
                     ok = job.complete(conn)
                     if ok:
                         conn.commit()
@@ -70,7 +77,7 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
                         conn.rollback()
                 completed[n] = ok
                 break
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - recorded, the stale attempt retries
                 interruptions.append(repr(exc))
         return {"attempt": n}
 
@@ -82,8 +89,7 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
         # Force the lease to lapse (again and again, in case an extension races us) until
         # the job is claimed a second time.
         def expire():
-            db.execute("UPDATE ferroq_jobs SET lease_expires_at = now() - interval '1 second'"
-                       " WHERE id = %s AND state = 'running' AND attempts = 1", (job.id,))
+            expire_lease(db, job.id, attempts=1)
             return started[2].is_set()
 
         wait_until(expire, timeout=20, interval=0.05, message="the job to be re-claimed")
@@ -95,8 +101,11 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
                    message=lambda: f"stale attempt to finish (interruptions: {interruptions})")
         assert completed[1] is False, "the stale attempt completed a job it no longer owned"
         # The stale attempt returning does not end the job that attempt 2 is running.
-        assert stays_true(lambda: (lambda r: (r["state"], r["attempts"]))(job_row(db, job.id))
-                          == ("running", 2), 1.0), job_row(db, job.id)
+        def state_and_attempts():
+            row = job_row(db, job.id)
+            return (row["state"], row["attempts"])
+
+        assert stays_true(lambda: state_and_attempts() == ("running", 2), 1.0), job_row(db, job.id)
     finally:
         release[1].set()
         release[2].set()
@@ -116,14 +125,14 @@ def _gil_hog(duration: float) -> None:
 # Watches one job from another process (this one's threads may be frozen by the GIL hog):
 # prints how many samples saw it running, and how many of those saw its lease already lapsed.
 LEASE_SAMPLER = """
-import sys, time, psycopg
+import sys, time
+from helpers import RawDb, lease_is_live_sql
 url, job_id, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
 running = lapsed = 0
-with psycopg.connect(url, autocommit=True) as conn:
+with RawDb.connect(url) as db:
+    sql = f"SELECT state, {lease_is_live_sql(db)} FROM ferroq_jobs WHERE id = %s"
     while time.monotonic() < deadline:
-        state, ok = conn.execute(
-            "SELECT state, lease_expires_at > clock_timestamp() FROM ferroq_jobs WHERE id = %s",
-            (job_id,)).fetchone()
+        state, ok = db.execute(sql, (job_id,)).fetchone()
         if state == "running":
             running += 1
             lapsed += not ok
@@ -159,8 +168,8 @@ def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, database
         app.performer("hog")(perform)
     job = apps[0].create_job("q", "hog")
     sampler = subprocess.Popen([sys.executable, "-c", LEASE_SAMPLER, database_url, str(job.id),
-                                "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                                "30"], env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     try:
         for app in apps:
             app.start()

@@ -3,16 +3,15 @@ job inspection API (get/list/paginate/cancel/retry, drain, ferroq.testing)."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
-import psycopg
 import pytest
+from helpers import RawDb, Recorder, execute_in, seconds, transaction_connection, wait_for_job, wait_until
 
 import ferroq
 from ferroq.testing import assert_job_created, refute_job_created
-
-from helpers import Recorder, seconds, wait_for_job, wait_until
 
 RESULTS = {
     "dict": {"ok": 1, "nested": {"list": [1, 2.5, "x", None, True]}},
@@ -115,7 +114,7 @@ def test_snooze_runs_again_later_without_counting_the_attempt(app_factory):
     assert done.result == "awake"
     assert done.attempts == 1
     assert [a for _, a in runs] == [1, 1, 1]
-    gaps = [b - a for (a, _), (b, _) in zip(runs, runs[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(runs)]
     assert all(g >= 0.45 for g in gaps), f"snoozed job ran early: {gaps}"
 
 
@@ -156,12 +155,12 @@ def test_job_complete_inside_the_performers_transaction(app_factory, database_ur
     @app.performer("pay", backoff=lambda job: 60)
     def pay(job):
         with rec.run(job):
-            with psycopg.connect(database_url) as conn:
-                conn.execute("INSERT INTO receipts VALUES (%s)", (job.id,))
+            with transaction_connection(database_url) as conn:
+                execute_in(conn, "INSERT INTO receipts VALUES (%s)", (job.id,))
                 seen["complete"] = job.complete(conn)
-                with psycopg.connect(database_url, autocommit=True) as other:
-                    seen["state_before_commit"] = other.execute(
-                        "SELECT state FROM ferroq_jobs WHERE id = %s", (job.id,)).fetchone()[0]
+                with RawDb.connect(database_url) as other:
+                    seen["state_before_commit"] = other.scalar(
+                        "SELECT state FROM ferroq_jobs WHERE id = %s", (job.id,))
                 if after == "rollback_then_raise":
                     conn.rollback()
                 else:

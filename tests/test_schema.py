@@ -10,15 +10,11 @@ import textwrap
 import time
 
 import pytest
-
 from helpers import TESTS_DIR, ferroq_cli, subprocess_env, wait_for_job
 
 
 def _tables(db) -> set[str]:
-    rows = db.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
-    ).fetchall()
-    return {r[0] for r in rows}
+    return db.table_names()
 
 
 def _versions(db) -> list:
@@ -99,7 +95,7 @@ def test_cli_migrate(database_url, db, app_factory, how):
 def test_console_script_ferroq_migrate(database_url, db):
     script = os.path.join(sysconfig.get_path("scripts"), "ferroq")
     assert os.path.exists(script), f"console script not installed at {script}"
-    proc = subprocess.run([script, "migrate", "--database-url", database_url],
+    proc = subprocess.run([script, "migrate", "--database-url", database_url],  # noqa: PLW1510
                           env=subprocess_env(), cwd=str(TESTS_DIR), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr

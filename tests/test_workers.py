@@ -11,7 +11,6 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-
 from helpers import subprocess_env, wait_for_job, wait_until
 
 TARGET = "apps.ledger_app:app"
@@ -79,16 +78,8 @@ def test_cli_concurrency_option(app_factory, database_url, ledger, processes):
     processes.worker(TARGET, database_url, "--concurrency", "1", TEST_CONCURRENCY=4)
     for job in jobs:
         wait_for_job(producer, job.id, "completed", timeout=20)
-    overlapping = ledger.db.execute(
-        """
-        WITH runs AS (
-            SELECT s.job_id, s.at AS started, f.at AS finished
-              FROM ledger s JOIN ledger f ON f.job_id = s.job_id AND f.event = 'finish'
-             WHERE s.event = 'start')
-        SELECT count(*) FROM runs a JOIN runs b
-            ON a.job_id < b.job_id AND a.started < b.finished AND b.started < a.finished
-        """).fetchone()[0]
-    assert overlapping == 0, "--concurrency 1 ran jobs at the same time"
+    overlapping = ledger.overlaps(same_queue=False)
+    assert overlapping == [], "--concurrency 1 ran jobs at the same time"
 
 
 def test_two_workers_run_every_job_once_without_overlap(app_factory, database_url, ledger,

@@ -12,7 +12,6 @@ import os
 import time
 
 import ferroq
-
 from apps._ledger import record
 
 app = ferroq.App(

@@ -178,6 +178,12 @@ fn is_busy(err: &sqlx::Error) -> bool {
     }
 }
 
+async fn data_version(conn: &mut SqliteConnection) -> std::result::Result<i64, sqlx::Error> {
+    sqlx::query_scalar(DATA_VERSION.as_str())
+        .fetch_one(conn)
+        .await
+}
+
 fn micros(value: Option<i64>) -> Option<DateTime<Utc>> {
     value.and_then(DateTime::from_timestamp_micros)
 }
@@ -554,23 +560,28 @@ impl Store for SqliteStore {
         let mut watcher: Option<SqliteConnection> = None;
         let mut last: Option<i64> = None;
         loop {
+            if watcher.is_none() {
+                if let Ok(mut conn) = SqliteConnection::connect_with(&self.options).await {
+                    if let Ok(version) = data_version(&mut conn).await {
+                        last = Some(version);
+                        watcher = Some(conn);
+                        // Commits made before this baseline are not changes to it: look once
+                        // now, so a job enqueued while the watcher was starting is not left
+                        // for the safety poll.
+                        wake.notify_one();
+                    }
+                }
+            }
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(self.wakeup_interval) => {}
             }
-            if watcher.is_none() {
-                watcher = SqliteConnection::connect_with(&self.options).await.ok();
-                last = None;
-            }
             let Some(conn) = watcher.as_mut() else {
                 continue;
             };
-            match sqlx::query_scalar::<_, i64>(DATA_VERSION.as_str())
-                .fetch_one(&mut *conn)
-                .await
-            {
+            match data_version(conn).await {
                 Ok(version) => {
-                    if last.is_some_and(|previous| previous != version) {
+                    if last != Some(version) {
                         wake.notify_one();
                     }
                     last = Some(version);
@@ -580,7 +591,6 @@ impl Store for SqliteStore {
                 Err(err) => {
                     log::warn!("ferroq: watching the SQLite file failed ({err}); reopening");
                     watcher = None;
-                    wake.notify_one();
                 }
             }
         }
