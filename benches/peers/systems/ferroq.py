@@ -1,0 +1,56 @@
+"""ferroq, from the repository (built into .venvs/ferroq with `pip install /work/main`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ferroq
+
+CONCURRENCY = 200
+QUEUE_LIMIT = 200
+
+
+class System:
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
+        self.mode = mode
+        # Concurrent queue "bench"; the k0..k999 queues of the blocking scenario are not
+        # listed, so they are blocking queues (one running job per queue, FIFO).
+        self.app = ferroq.App(dsn, concurrency=CONCURRENCY, queues={"bench": QUEUE_LIMIT})
+
+        @self.app.performer("noop")
+        async def noop(job: Any) -> None:
+            await handler(job.params)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "version": ferroq.__version__,
+            "bulk_api": "App.create_jobs (one round trip per call)",
+            "worker": f"App(concurrency={CONCURRENCY}, queues={{'bench': {QUEUE_LIMIT}}}).start()",
+            "blocking": "queues k0..k999 not listed in queues= (blocking FIFO queues)",
+        }
+
+    async def setup(self) -> None:
+        self.app.migrate()
+
+    async def open(self) -> None:
+        pass
+
+    def prepare_batch(self, params: list[dict[str, Any]]) -> Any:
+        if self.mode == "blocking":
+            return [{"queue": p["k"], "action": "noop", "params": p} for p in params]
+        return [{"queue": "bench", "action": "noop", "params": p} for p in params]
+
+    async def enqueue_batch(self, batch: Any) -> None:
+        self.app.create_jobs(batch)
+
+    async def enqueue_one(self, params: dict[str, Any]) -> None:
+        self.app.create_job("bench", "noop", params)
+
+    async def start_worker(self) -> None:
+        self.app.start()
+
+    async def stop_worker(self) -> None:
+        self.app.stop(10)
+
+    async def close(self) -> None:
+        self.app.close()
