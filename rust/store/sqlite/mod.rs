@@ -48,41 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 /// How long a write keeps retrying while other processes hold the file's write lock.
 const WRITE_RETRY_LIMIT: Duration = Duration::from_secs(60);
 
-/// Run `$body` (which may `.await` and `?` on sqlx errors, using `$conn`) in a
-/// `BEGIN IMMEDIATE` transaction on the writer, retrying while another process holds the
-/// file's write lock. A macro rather than a closure: async closures borrowing the
-/// transaction are not `Send` for every lifetime, which `async_trait` requires.
-macro_rules! write_tx {
-    ($store:expr, |$conn:ident| $body:block) => {{
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            let attempt = async {
-                let mut pooled = $store.writer.acquire().await?;
-                let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
-                let value = {
-                    let $conn: &mut SqliteConnection = &mut *tx;
-                    $body
-                };
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(value)
-            };
-            match attempt.await {
-                Ok(value) => break Ok::<_, Error>(value),
-                Err(err) if is_busy(&err) && started.elapsed() < WRITE_RETRY_LIMIT => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(err) => break Err(db_error(err)),
-            }
-        }
-    }};
-}
-
-/// Evaluate `$attempt` (an expression giving a sqlx future) until it does not meet a lock:
-/// a read in WAL mode can still see SQLITE_BUSY briefly while another process recovers or
+/// Evaluate `$attempt` (an expression giving a sqlx future, re-evaluated for each try) until
+/// it does not meet another process's lock, for up to `WRITE_RETRY_LIMIT`. Reads need it too:
+/// in WAL mode a reader can see SQLITE_BUSY briefly while another process recovers or
 /// checkpoints the file.
-macro_rules! read_retry {
+macro_rules! retry_busy {
     ($attempt:expr) => {{
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(2);
@@ -97,6 +67,25 @@ macro_rules! read_retry {
             }
         }
     }};
+}
+
+/// Run `$body` (which may `.await` and `?` on sqlx errors, using `$conn`) in a
+/// `BEGIN IMMEDIATE` transaction on the writer, retried as a whole by `retry_busy!`. A macro
+/// rather than a closure: async closures borrowing the transaction are not `Send` for every
+/// lifetime, which `async_trait` requires.
+macro_rules! write_tx {
+    ($store:expr, |$conn:ident| $body:block) => {
+        retry_busy!(async {
+            let mut pooled = $store.writer.acquire().await?;
+            let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
+            let value = {
+                let $conn: &mut SqliteConnection = &mut *tx;
+                $body
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(value)
+        })
+    };
 }
 
 macro_rules! sql {
@@ -267,7 +256,7 @@ impl SqliteStore {
         )
             -> sqlx::query::Query<'static, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> Result<Vec<Job>> {
-        let rows = read_retry!(binds(sqlx::query(sql)).fetch_all(&self.readers))?;
+        let rows = retry_busy!(binds(sqlx::query(sql)).fetch_all(&self.readers))?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -468,7 +457,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_run_in(&self, scope: &str) -> Result<Option<f64>> {
-        read_retry!(sqlx::query_scalar(NEXT_RUN_IN.as_str())
+        retry_busy!(sqlx::query_scalar(NEXT_RUN_IN.as_str())
             .bind(scope)
             .fetch_one(&self.readers))
     }
@@ -526,7 +515,7 @@ impl Store for SqliteStore {
     }
 
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64> {
-        read_retry!(sqlx::query_scalar(COUNT_JOBS.as_str())
+        retry_busy!(sqlx::query_scalar(COUNT_JOBS.as_str())
             .bind(scope)
             .bind(filter.queue.as_deref())
             .bind(filter.action.as_deref())
