@@ -14,7 +14,7 @@ WITH caps AS (
         WHERE r.scope = $1 AND r.queue = caps.queue AND NOT r.blocking
           AND r.state IN ('scheduled', 'available', 'retryable') AND r.run_at <= now()
         ORDER BY r.priority, r.scheduled_at, r.sequence
-        LIMIT greatest(caps.free, 0)
+        LIMIT least(greatest(caps.free, 0), $4)
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
     ORDER BY c.priority, c.scheduled_at, c.sequence
