@@ -25,9 +25,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut finishes: mpsc::UnboundedReceiv
         }
         write(&shared, &batch).await;
         {
-            let mut in_flight = shared.in_flight.lock().unwrap();
+            let mut attempts = shared.in_flight.lock().unwrap();
             for finish in &batch {
-                in_flight.remove(&finish.lease);
+                attempts.leases.remove(&finish.lease);
             }
         }
         shared

@@ -57,6 +57,17 @@ struct InFlight {
     attempts: i32,
     max_attempts: i32,
     max_backoff: f64,
+    /// The performer has returned and its outcome waits for the completer: the attempt no
+    /// longer takes a performer slot, but its lease stays held (and renewed) until written.
+    reported: bool,
+}
+
+/// The attempts a worker holds, from claim until their outcome is written.
+#[derive(Default)]
+struct Attempts {
+    leases: HashMap<Lease, InFlight>,
+    /// Attempts whose performer has not reported yet: what `concurrency` limits.
+    performing: usize,
 }
 
 /// Turn an outcome into the row update. The attempt that used up `max_attempts` fails the job.
@@ -120,7 +131,7 @@ struct Shared {
     scope: String,
     config: WorkerConfig,
     concurrent_queues: Vec<(String, u32)>,
-    in_flight: Mutex<HashMap<Lease, InFlight>>,
+    in_flight: Mutex<Attempts>,
     /// Wakes the producer: new work announced, a slot freed, a job due.
     wake: Arc<Notify>,
     /// Signalled whenever jobs leave the in-flight set.
@@ -134,8 +145,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Attempts claimed and not yet written back.
     fn in_flight_count(&self) -> usize {
-        self.in_flight.lock().unwrap().len()
+        self.in_flight.lock().unwrap().leases.len()
+    }
+
+    /// Performer slots free to claim into. A slot frees as soon as its performer reports, so
+    /// the next claim overlaps the write of the previous outcomes.
+    fn free_slots(&self) -> usize {
+        (self.config.concurrency as usize).saturating_sub(self.in_flight.lock().unwrap().performing)
     }
 }
 
@@ -163,7 +181,7 @@ impl Worker {
             scope,
             config,
             concurrent_queues,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(Attempts::default()),
             wake,
             progressed: Notify::new(),
             stop_claiming: CancellationToken::new(),
@@ -211,13 +229,32 @@ impl Worker {
         }
     }
 
-    /// Record how an attempt ended. Unknown attempts (released at shutdown) are ignored.
+    /// Record how an attempt ended; the completer writes it.
+    /// Unknown attempts (released at shutdown) and second reports of one attempt are ignored.
     pub fn report(&self, lease: Lease, outcome: Outcome) {
-        let entry = self.shared.in_flight.lock().unwrap().get(&lease).cloned();
-        let Some(entry) = entry else { return };
+        let entry = {
+            let mut attempts = self.shared.in_flight.lock().unwrap();
+            let Some(entry) = attempts.leases.get_mut(&lease) else {
+                return;
+            };
+            if entry.reported {
+                return;
+            }
+            entry.reported = true;
+            let entry = entry.clone();
+            let was_full = attempts.performing >= self.shared.config.concurrency as usize;
+            attempts.performing -= 1;
+            (entry, was_full)
+        };
+        let (entry, slot_opened) = entry;
         let finish = finish_for(lease, &entry, outcome);
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
             let _ = sender.send(finish);
+        }
+        // A producer waiting for a free slot can claim now. Otherwise it waits for the written
+        // outcome: only that can unblock a blocking queue or lower a queue's running count.
+        if slot_opened {
+            self.shared.wake.notify_one();
         }
     }
 
@@ -255,7 +292,11 @@ impl Worker {
             .in_flight
             .lock()
             .unwrap()
+            .leases
             .iter()
+            // A reported outcome is already queued for the completer; releasing that attempt
+            // would overwrite it.
+            .filter(|(_, entry)| !entry.reported)
             .map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
             .collect();
         if !leftovers.is_empty() {
@@ -270,7 +311,7 @@ impl Worker {
         for handle in handles {
             let _ = handle.await;
         }
-        self.shared.in_flight.lock().unwrap().clear();
+        *self.shared.in_flight.lock().unwrap() = Attempts::default();
     }
 
     /// Wait until no job is in flight; false when `timeout` passed first.
@@ -299,6 +340,7 @@ mod tests {
             attempts,
             max_attempts,
             max_backoff: 100.0,
+            reported: false,
         }
     }
 

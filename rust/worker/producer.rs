@@ -16,7 +16,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         }
         // Registered before looking, so a wake-up between the look and the wait is kept.
         let woken = shared.wake.notified();
-        let free = (config.concurrency as usize).saturating_sub(shared.in_flight_count());
+        let free = shared.free_slots();
         if free == 0 {
             tokio::select! {
                 _ = woken => {}
@@ -53,17 +53,19 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         let claimed = jobs.len();
         if claimed > 0 {
             {
-                let mut in_flight = shared.in_flight.lock().unwrap();
+                let mut attempts = shared.in_flight.lock().unwrap();
+                attempts.performing += jobs.len();
                 for job in &jobs {
                     let token = job
                         .lease_token
                         .expect("a claimed job carries its lease token");
-                    in_flight.insert(
+                    attempts.leases.insert(
                         Lease { id: job.id, token },
                         InFlight {
                             attempts: job.attempts,
                             max_attempts: job.max_attempts,
                             max_backoff: job.max_backoff,
+                            reported: false,
                         },
                     );
                 }
