@@ -6,8 +6,8 @@ from typing import Any
 
 import ferroq
 
-CONCURRENCY = 200
-QUEUE_LIMIT = 200
+CONCURRENCY = 1000
+QUEUE_LIMIT = 1000
 
 
 class System:

@@ -45,9 +45,8 @@ macro_rules! sql {
 }
 
 sql!(INSERT_JOBS, "insert_jobs.sql");
-sql!(CLAIM_BLOCKING, "claim_blocking.sql");
 sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
-sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
+sql!(CLAIM, "claim.sql");
 sql!(FINISH_JOBS, "finish_jobs.sql");
 sql!(EXTEND_LEASES, "extend_leases.sql");
 sql!(RESCUE_EXPIRED, "rescue_expired.sql");
@@ -321,65 +320,45 @@ impl Store for PgStore {
         let client = self.client().await?;
         let ttl = request.lease_ttl.as_secs_f64();
         let limit = request.limit as i64;
-        let mut claimed = Vec::new();
-        if !request.concurrent_queues.is_empty() {
-            let queues: Vec<&str> = request
-                .concurrent_queues
-                .iter()
-                .map(|(q, _)| q.as_str())
-                .collect();
-            let caps: Vec<i64> = request
-                .concurrent_queues
-                .iter()
-                .map(|(_, c)| *c as i64)
-                .collect();
-            let lock = client.prepare_cached(&LOCK_CONCURRENT_QUEUES).await?;
-            let claim = client.prepare_cached(&CLAIM_CONCURRENT).await?;
-            // One round trip: the four requests are sent back to back (tokio-postgres sends in
-            // order of first poll) and the server runs them in order, so the claim's snapshot
-            // is still taken after the queue locks are held. If one fails, the rest fail or
-            // roll back on the server; the connection is then not returned to the pool.
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
-                &request.scope,
-                &queues,
-                &caps,
-                &limit,
-                &request.worker_name,
-                &ttl,
-            ];
-            let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-                [&request.scope, &queues];
-            let pipelined = tokio::try_join!(
-                client.batch_execute(BEGIN_CLAIM),
-                client.query(&lock, &lock_params),
-                client.query(&claim, &params),
-                client.batch_execute("COMMIT"),
-            );
-            let rows = match pipelined {
-                Ok((_, _, rows, _)) => rows,
-                Err(err) => {
-                    drop(deadpool_postgres::Object::take(client));
-                    return Err(err.into());
-                }
-            };
-            for row in &rows {
-                claimed.push(job_from_row(row)?);
+        let queues: Vec<&str> = request
+            .concurrent_queues
+            .iter()
+            .map(|(q, _)| q.as_str())
+            .collect();
+        let caps: Vec<i64> = request
+            .concurrent_queues
+            .iter()
+            .map(|(_, c)| *c as i64)
+            .collect();
+        let lock = client.prepare_cached(&LOCK_CONCURRENT_QUEUES).await?;
+        let claim = client.prepare_cached(&CLAIM).await?;
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&request.scope, &queues];
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &request.scope,
+            &queues,
+            &caps,
+            &limit,
+            &request.worker_name,
+            &ttl,
+        ];
+        // One round trip: the four requests are sent back to back (tokio-postgres sends in
+        // order of first poll) and the server runs them in order, so the claim's snapshot is
+        // still taken after the queue locks are held. If one fails, the rest fail or roll back
+        // on the server; the connection is then not returned to the pool.
+        let pipelined = tokio::try_join!(
+            client.batch_execute(BEGIN_CLAIM),
+            client.query(&lock, &lock_params),
+            client.query(&claim, &claim_params),
+            client.batch_execute("COMMIT"),
+        );
+        match pipelined {
+            Ok((_, _, rows, _)) => rows.iter().map(job_from_row).collect(),
+            Err(err) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(err.into())
             }
         }
-        let remaining = limit - claimed.len() as i64;
-        if remaining > 0 {
-            let claim = client.prepare_cached(&CLAIM_BLOCKING).await?;
-            let rows = client
-                .query(
-                    &claim,
-                    &[&request.scope, &remaining, &request.worker_name, &ttl],
-                )
-                .await?;
-            for row in &rows {
-                claimed.push(job_from_row(row)?);
-            }
-        }
-        Ok(claimed)
     }
 
     async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>> {

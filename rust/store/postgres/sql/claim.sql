@@ -1,0 +1,76 @@
+-- Claim up to $4 jobs in one statement: first ready jobs of the concurrent queues, then heads
+-- of blocking queues for what is left. Parameters: $1 scope, $2/$3 the concurrent queues and
+-- their caps (empty arrays when there are none), $4 the batch size, $5 the worker's name,
+-- $6 the lease in seconds. Runs after lock_concurrent_queues.sql in the same transaction.
+WITH caps AS (
+    -- Concurrent queues: each within its limit of running jobs across all workers (the
+    -- running count cannot be raced past: claimers of a queue are serialized by its lock).
+    SELECT q.queue,
+           q.cap - (SELECT count(*) FROM ferroq_jobs AS r
+                    WHERE r.scope = $1 AND r.queue = q.queue AND NOT r.blocking
+                      AND r.state = 'running') AS free
+    FROM unnest($2::text[], $3::int8[]) AS q(queue, cap)
+), concurrent_candidates AS (
+    -- In priority, then FIFO order; each queue locks no more rows than the batch can take.
+    SELECT c.id, c.priority, c.scheduled_at, c.sequence
+    FROM caps CROSS JOIN LATERAL (
+        SELECT r.id, r.priority, r.scheduled_at, r.sequence
+        FROM ferroq_jobs AS r
+        WHERE r.scope = $1 AND r.queue = caps.queue AND NOT r.blocking
+          AND r.state IN ('scheduled', 'available', 'retryable') AND r.run_at <= now()
+        ORDER BY r.priority, r.scheduled_at, r.sequence
+        LIMIT least(greatest(caps.free, 0), $4)
+        FOR UPDATE OF r SKIP LOCKED
+    ) AS c
+    ORDER BY c.priority, c.scheduled_at, c.sequence
+    LIMIT $4
+), concurrent AS (
+    UPDATE ferroq_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        attempted_at = now(),
+        attempted_by = $5,
+        next_attempt_at = NULL,
+        lease_token = nextval('ferroq_lease_token_seq'),
+        lease_expires_at = now() + $6 * interval '1 second'
+    FROM concurrent_candidates AS cc
+    WHERE j.id = cc.id
+    RETURNING {{job_columns}}
+), heads AS (
+    -- Blocking queues: per (scope, queue) only the first unfinished job in (scheduled_at,
+    -- sequence) order may run, and only if it is due and no job of the queue runs. A retrying
+    -- head keeps its place, so a failing job blocks its queue.
+    SELECT DISTINCT ON (h.queue) h.id, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
+    FROM ferroq_jobs AS h
+    WHERE h.scope = $1 AND h.blocking
+      AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+    ORDER BY h.queue, h.scheduled_at, h.sequence
+), ready_heads AS (
+    SELECT heads.id, heads.priority, heads.scheduled_at, heads.sequence
+    FROM heads
+    WHERE heads.state <> 'running' AND heads.run_at <= now()
+    ORDER BY heads.priority, heads.scheduled_at, heads.sequence
+    LIMIT greatest($4 - (SELECT count(*) FROM concurrent), 0)
+), locked_heads AS (
+    -- The row lock re-checks the state (SKIP LOCKED + READ COMMITTED re-evaluation), and the
+    -- unique index ferroq_jobs_one_running_per_blocking_queue backs the rule up in the schema.
+    SELECT c.id
+    FROM ferroq_jobs AS c JOIN ready_heads ON ready_heads.id = c.id
+    WHERE c.state IN ('scheduled', 'available', 'retryable') AND c.run_at <= now()
+    FOR UPDATE OF c SKIP LOCKED
+), blocking AS (
+    UPDATE ferroq_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        attempted_at = now(),
+        attempted_by = $5,
+        next_attempt_at = NULL,
+        lease_token = nextval('ferroq_lease_token_seq'),
+        lease_expires_at = now() + $6 * interval '1 second'
+    FROM locked_heads
+    WHERE j.id = locked_heads.id
+    RETURNING {{job_columns}}
+)
+SELECT * FROM concurrent
+UNION ALL
+SELECT * FROM blocking
