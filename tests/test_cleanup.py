@@ -79,3 +79,10 @@ def test_cleanup_interval_accepts_seconds_and_timedelta(app_factory):
         wait_for_job(app, job.id, ("completed",))
         wait_until(lambda app=app, job=job: app.get_job(job.id) is None, timeout=10)
         app.stop()
+
+
+def test_completed_jobs_are_cleaned_up_unless_turned_off(app_factory):
+    # Retention applies by default: a worker left running for months must not keep every job.
+    app = app_factory(scope="defaults")
+    assert (app.cleanup_interval, app.job_retention) == (300.0, 7 * 24 * 3600.0)
+    assert app_factory(scope="off", cleanup_interval=None).cleanup_interval is None

@@ -133,6 +133,9 @@ class App:
     workers, FIFO by (scheduled_at, sequence), and a failing job blocks its queue until it
     succeeds or runs out of attempts. Queues in ``queues`` run up to their limit at once, in
     priority order, and a failure does not block them.
+
+    A running worker deletes completed jobs older than ``job_retention`` every
+    ``cleanup_interval`` (``None`` turns the cleanup off: keep them, or delete them yourself).
     """
 
     def __init__(
@@ -144,7 +147,7 @@ class App:
         concurrency: int = 10,
         queues: Mapping[str, int] | None = None,
         job_retention: float | timedelta = timedelta(days=7),
-        cleanup_interval: float | timedelta | None = None,
+        cleanup_interval: float | timedelta | None = timedelta(minutes=5),
         lease_ttl: float | timedelta = 30.0,
         max_params_size: int = _core.DEFAULT_MAX_PARAMS_SIZE,
         stop_timeout: float | timedelta = 30.0,
