@@ -112,6 +112,14 @@ impl PgStore {
         if pg_config.get_application_name().is_none() {
             pg_config.application_name("ferroq");
         }
+        // Every statement is prepared once per connection and has the same shape on every
+        // call. Left to choose, the server keeps re-planning the claim as a custom plan
+        // (0.6-1 ms of planning for a 0.2 ms execution), so plans are generic from the start.
+        let options = match pg_config.get_options() {
+            Some(existing) => format!("{existing} -c plan_cache_mode=force_generic_plan"),
+            None => "-c plan_cache_mode=force_generic_plan".to_owned(),
+        };
+        pg_config.options(options);
         let manager = Manager::from_config(
             pg_config.clone(),
             NoTls,
