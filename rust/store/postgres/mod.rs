@@ -30,11 +30,18 @@ pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text 
     j.inserted_at, j.error, j.result::text AS result, j.lease_token";
 
 /// Migrations embedded in the binary, applied in order; numbered in lock-step with SQLite's.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "notify_from_insert",
+        include_str!("../../../migrations/postgres/0002_notify_from_insert.sql"),
+    ),
+];
 
 macro_rules! sql {
     ($name:ident, $file:literal) => {

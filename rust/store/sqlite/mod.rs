@@ -39,11 +39,18 @@ pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "notify_from_insert",
+        include_str!("../../../migrations/sqlite/0002_notify_from_insert.sql"),
+    ),
+];
 
 /// How long a write keeps retrying while other processes hold the file's write lock.
 const WRITE_RETRY_LIMIT: Duration = Duration::from_secs(60);
