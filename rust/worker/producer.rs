@@ -88,11 +88,17 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             continue;
         }
         // Sleep until woken, until the next scheduled or retrying job is due, or the safety poll.
-        let due_in = match shared.store.next_run_in(&shared.scope).await {
-            Ok(Some(seconds)) => Duration::from_secs_f64(seconds.max(0.0)),
-            _ => config.poll_interval,
+        // After a claim that found jobs, their outcomes will wake us soon and the next claim
+        // looks again; only an empty claim needs to ask when the next waiting job is due.
+        let nap = if claimed > 0 {
+            config.poll_interval
+        } else {
+            match shared.store.next_run_in(&shared.scope).await {
+                Ok(Some(seconds)) => Duration::from_secs_f64(seconds.max(0.0)),
+                _ => config.poll_interval,
+            }
+            .min(config.poll_interval)
         };
-        let nap = due_in.min(config.poll_interval);
         tokio::select! {
             _ = woken => {}
             _ = tokio::time::sleep(nap) => {}
