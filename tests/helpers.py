@@ -637,3 +637,24 @@ class ProcessGroup:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
+
+
+def reject_job_updates(db: RawDb) -> None:
+    """Make every UPDATE of ferroq_jobs fail, as a broken database would, until
+    ``allow_job_updates``."""
+    if db.backend == "sqlite":
+        db.execute("CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
+                   "BEGIN SELECT RAISE(ABORT, 'updates rejected by the test'); END")
+    else:
+        db.execute("CREATE FUNCTION ferroq_test_reject() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$BEGIN RAISE EXCEPTION 'updates rejected by the test'; END$$")
+        db.execute("CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
+                   "FOR EACH ROW EXECUTE FUNCTION ferroq_test_reject()")
+
+
+def allow_job_updates(db: RawDb) -> None:
+    if db.backend == "sqlite":
+        db.execute("DROP TRIGGER ferroq_test_reject")
+    else:
+        db.execute("DROP TRIGGER ferroq_test_reject ON ferroq_jobs")
+        db.execute("DROP FUNCTION ferroq_test_reject()")

@@ -3,6 +3,7 @@
 pub mod client;
 pub mod errors;
 pub mod job;
+pub mod logging;
 pub mod worker;
 
 use pyo3::prelude::*;
@@ -19,6 +20,7 @@ pub mod _core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        super::logging::install();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("MAX_NAME_CHARS", crate::config::MAX_NAME_CHARS)?;
         m.add(

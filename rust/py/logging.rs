@@ -1,0 +1,93 @@
+//! Rust `log` records to Python's `logging`, under the logger "ferroq".
+//!
+//! The engine logs from tokio threads, which must never wait for the GIL (a performer may hold
+//! it for seconds). Records are queued without blocking and forwarded by one thread of their
+//! own, "ferroq-log", which is the only one that takes the GIL for them.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Mutex;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use pyo3::prelude::*;
+
+/// Records waiting for the forwarding thread; past this many, new ones are dropped rather than
+/// let a database outage that logs on every retry fill memory.
+const MAX_QUEUED: usize = 10_000;
+
+struct Bridge {
+    records: Mutex<Sender<(Level, String)>>,
+    queued: std::sync::atomic::AtomicUsize,
+}
+
+impl Log for Bridge {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // Only the engine's own records: the database drivers log every statement at debug
+        // and some at info, which is noise at ferroq's level.
+        metadata.level() <= Level::Info
+            && metadata.target().split("::").next() == Some(env!("CARGO_CRATE_NAME"))
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        use std::sync::atomic::Ordering;
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let message = record.args().to_string();
+        let message = message.strip_prefix("ferroq: ").unwrap_or(&message).to_owned();
+        let _ = self.records.lock().unwrap().send((record.level(), message));
+    }
+
+    fn flush(&self) {}
+}
+
+static BRIDGE: std::sync::OnceLock<&'static Bridge> = std::sync::OnceLock::new();
+
+/// Install the bridge once per process. If another library already installed a `log` logger,
+/// ferroq's records go to that one instead.
+pub fn install() {
+    BRIDGE.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel();
+        let bridge: &'static Bridge = Box::leak(Box::new(Bridge {
+            records: Mutex::new(sender),
+            queued: std::sync::atomic::AtomicUsize::new(0),
+        }));
+        if log::set_logger(bridge).is_ok() {
+            log::set_max_level(LevelFilter::Info);
+            let spawned = std::thread::Builder::new()
+                .name("ferroq-log".into())
+                .spawn(move || forward(bridge, receiver));
+            if spawned.is_err() {
+                log::set_max_level(LevelFilter::Off);
+            }
+        }
+        bridge
+    });
+}
+
+fn forward(bridge: &'static Bridge, records: Receiver<(Level, String)>) {
+    while let Ok((level, message)) = records.recv() {
+        bridge
+            .queued
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let python_level: u8 = match level {
+            Level::Error => 40,
+            Level::Warn => 30,
+            Level::Info => 20,
+            Level::Debug | Level::Trace => 10,
+        };
+        // None once the interpreter is shutting down: the record is dropped, nothing panics.
+        let _ = Python::try_attach(|py| {
+            let logged = py
+                .import("logging")
+                .and_then(|logging| logging.call_method1("getLogger", ("ferroq",)))
+                .and_then(|logger| logger.call_method1("log", (python_level, message)));
+            if let Err(err) = logged {
+                err.print(py);
+            }
+        });
+    }
+}
