@@ -37,7 +37,10 @@ impl Log for Bridge {
             return;
         }
         let message = record.args().to_string();
-        let message = message.strip_prefix("ferroq: ").unwrap_or(&message).to_owned();
+        let message = message
+            .strip_prefix("ferroq: ")
+            .unwrap_or(&message)
+            .to_owned();
         let _ = self.records.lock().unwrap().send((record.level(), message));
     }
 

@@ -14,7 +14,14 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
             _ = tokio::time::sleep(every) => {}
             _ = shared.shutdown.cancelled() => return,
         }
-        let leases: Vec<Lease> = shared.in_flight.lock().unwrap().leases.keys().copied().collect();
+        let leases: Vec<Lease> = shared
+            .in_flight
+            .lock()
+            .unwrap()
+            .leases
+            .keys()
+            .copied()
+            .collect();
         if leases.is_empty() {
             continue;
         }
