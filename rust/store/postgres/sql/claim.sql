@@ -2,7 +2,7 @@
 -- of blocking queues for what is left. Parameters: $1 scope, $2/$3 the concurrent queues and
 -- their caps (empty arrays when there are none), $4 the batch size, $5 the worker's name,
 -- $6 the lease in seconds. Runs after lock_concurrent_queues.sql in the same transaction.
-WITH caps AS (
+WITH RECURSIVE caps AS (
     -- Concurrent queues: each within its limit of running jobs across all workers (the
     -- running count cannot be raced past: claimers of a queue are serialized by its lock).
     SELECT q.queue,
@@ -36,15 +36,30 @@ WITH caps AS (
     FROM concurrent_candidates AS cc
     WHERE j.id = cc.id
     RETURNING {{job_columns}}
-), heads AS (
+), heads(id, queue, state, run_at, priority, scheduled_at, sequence) AS (
     -- Blocking queues: per (scope, queue) only the first unfinished job in (scheduled_at,
     -- sequence) order may run, and only if it is due and no job of the queue runs. A retrying
     -- head keeps its place, so a failing job blocks its queue.
-    SELECT DISTINCT ON (h.queue) h.id, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
-    FROM ferroq_jobs AS h
-    WHERE h.scope = $1 AND h.blocking
-      AND h.state IN ('scheduled', 'available', 'running', 'retryable')
-    ORDER BY h.queue, h.scheduled_at, h.sequence
+    -- The heads are found by walking the ferroq_jobs_blocking_fifo index one queue at a
+    -- time: the first entry after the previous queue is the next queue's head. One index
+    -- descent per queue, however many jobs wait behind each head.
+    (SELECT h.id, h.queue, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
+     FROM ferroq_jobs AS h
+     WHERE h.scope = $1 AND h.blocking
+       AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+     ORDER BY h.queue, h.scheduled_at, h.sequence
+     LIMIT 1)
+    UNION ALL
+    SELECT next_head.*
+    FROM heads AS previous CROSS JOIN LATERAL (
+        SELECT h.id, h.queue, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
+        FROM ferroq_jobs AS h
+        WHERE h.scope = $1 AND h.blocking
+          AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+          AND h.queue > previous.queue
+        ORDER BY h.queue, h.scheduled_at, h.sequence
+        LIMIT 1
+    ) AS next_head
 ), ready_heads AS (
     SELECT heads.id, heads.priority, heads.scheduled_at, heads.sequence
     FROM heads
