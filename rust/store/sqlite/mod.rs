@@ -106,6 +106,7 @@ macro_rules! sql {
 }
 
 sql!(INSERT_JOB, "insert_job.sql");
+sql!(INSERT_JOBS, "insert_jobs.sql");
 sql!(CLAIM_BLOCKING, "claim_blocking.sql");
 sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
 sql!(FINISH_JOB, "finish_job.sql");
@@ -339,33 +340,40 @@ impl Store for SqliteStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = write_tx!(self, |conn| {
-            let mut rows = Vec::with_capacity(jobs.len());
-            for job in jobs {
+        let batch: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
                 let (at, delay) = match job.schedule {
                     Schedule::Now => (None, None),
                     Schedule::At(t) => (Some(t.timestamp_micros()), None),
                     Schedule::In(d) => (None, Some(d)),
                 };
-                let row = sqlx::query(INSERT_JOB.as_str())
-                    .bind(scope)
-                    .bind(&job.queue)
-                    .bind(&job.action)
-                    .bind(&job.params)
-                    .bind(job.blocking)
-                    .bind(job.priority)
-                    .bind(job.max_attempts)
-                    .bind(job.timeout)
-                    .bind(job.max_backoff)
-                    .bind(at)
-                    .bind(delay)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                rows.push(row);
-            }
-            rows
+                serde_json::json!([
+                    job.queue,
+                    job.action,
+                    job.params,
+                    job.blocking,
+                    job.priority,
+                    job.max_attempts,
+                    job.timeout,
+                    job.max_backoff,
+                    at,
+                    delay
+                ])
+            })
+            .collect();
+        let batch = serde_json::Value::Array(batch).to_string();
+        let rows = write_tx!(self, |conn| {
+            sqlx::query(INSERT_JOBS.as_str())
+                .bind(scope)
+                .bind(&batch)
+                .fetch_all(&mut *conn)
+                .await?
         })?;
-        rows.iter().map(job_from_row).collect()
+        let mut inserted = rows.iter().map(job_from_row).collect::<Result<Vec<Job>>>()?;
+        // RETURNING gives no order; ids follow the input order.
+        inserted.sort_by_key(|job| job.id);
+        Ok(inserted)
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {

@@ -1,0 +1,22 @@
+-- A batch in one statement (one call into SQLite instead of one per job). ?2 is a JSON array
+-- with one array per job: [queue, action, params (JSON text), blocking, priority,
+-- max_attempts, timeout, max_backoff, scheduled_at (µs) or null, delay (s) or null].
+-- Rows are inserted in array order, so their ids (the FIFO order) follow it. A job without a
+-- time or delay is scheduled at the database's now.
+INSERT INTO ferroq_jobs
+    (scope, queue, action, params, blocking, priority, state, max_attempts, timeout,
+     max_backoff, scheduled_at, run_at, inserted_at)
+SELECT ?1, json_extract(t.job, '$[0]'), json_extract(t.job, '$[1]'),
+       json(json_extract(t.job, '$[2]')), json_extract(t.job, '$[3]'),
+       json_extract(t.job, '$[4]'),
+       CASE WHEN t.at <= t.now THEN 'available' ELSE 'scheduled' END,
+       json_extract(t.job, '$[5]'), json_extract(t.job, '$[6]'), json_extract(t.job, '$[7]'),
+       t.at, t.at, t.now
+FROM (
+    SELECT j.key AS position, j.value AS job, n.now,
+           coalesce(json_extract(j.value, '$[8]'),
+                    n.now + CAST(coalesce(json_extract(j.value, '$[9]'), 0) * 1000000 AS INTEGER)) AS at
+    FROM json_each(?2) AS j, (SELECT {{now}} AS now) AS n
+) AS t
+ORDER BY t.position
+RETURNING {{job_columns}}
