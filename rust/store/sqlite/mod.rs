@@ -109,7 +109,7 @@ sql!(INSERT_JOB, "insert_job.sql");
 sql!(INSERT_JOBS, "insert_jobs.sql");
 sql!(CLAIM_BLOCKING, "claim_blocking.sql");
 sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
-sql!(FINISH_JOB, "finish_job.sql");
+sql!(FINISH_JOBS, "finish_jobs.sql");
 sql!(EXTEND_LEASE, "extend_lease.sql");
 sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 sql!(NEXT_RUN_IN, "next_run_in.sql");
@@ -370,7 +370,10 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *conn)
                 .await?
         })?;
-        let mut inserted = rows.iter().map(job_from_row).collect::<Result<Vec<Job>>>()?;
+        let mut inserted = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<Job>>>()?;
         // RETURNING gives no order; ids follow the input order.
         inserted.sort_by_key(|job| job.id);
         Ok(inserted)
@@ -418,24 +421,26 @@ impl Store for SqliteStore {
         if finishes.is_empty() {
             return Ok(Vec::new());
         }
+        let batch: Vec<serde_json::Value> = finishes
+            .iter()
+            .map(|f| {
+                serde_json::json!([
+                    f.lease.id,
+                    f.lease.token,
+                    f.state,
+                    f.result,
+                    f.error,
+                    f.delay,
+                    f.refund_attempt as i32
+                ])
+            })
+            .collect();
+        let batch = serde_json::Value::Array(batch).to_string();
         write_tx!(self, |conn| {
-            let mut held = Vec::with_capacity(finishes.len());
-            for f in finishes {
-                let done = sqlx::query(FINISH_JOB.as_str())
-                    .bind(f.lease.id)
-                    .bind(f.lease.token)
-                    .bind(f.state)
-                    .bind(f.result.as_deref())
-                    .bind(f.error.as_deref())
-                    .bind(f.delay)
-                    .bind(f.refund_attempt as i32)
-                    .execute(&mut *conn)
-                    .await?;
-                if done.rows_affected() == 1 {
-                    held.push(f.lease.id);
-                }
-            }
-            held
+            sqlx::query_scalar::<_, i64>(FINISH_JOBS.as_str())
+                .bind(&batch)
+                .fetch_all(&mut *conn)
+                .await?
         })
     }
 
