@@ -1,11 +1,29 @@
 -- Claim the heads of blocking queues (see the PostgreSQL twin). Runs inside BEGIN IMMEDIATE,
 -- which makes this process the only writer: no row locks are needed.
-WITH heads AS (
-    SELECT h.id, h.state, h.run_at, h.priority, h.scheduled_at,
-           row_number() OVER (PARTITION BY h.queue ORDER BY h.scheduled_at, h.id) AS position
-    FROM ferroq_jobs AS h
-    WHERE h.scope = ?1 AND h.blocking
-      AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+-- The heads are found by walking the ferroq_jobs_blocking_fifo index one queue at a time:
+-- the first entry after the previous queue is the next queue's head, so a claim costs one
+-- index search per queue, however many jobs wait behind each head.
+WITH RECURSIVE heads(id, queue, state, run_at, priority, scheduled_at) AS (
+    SELECT * FROM (
+        SELECT h.id, h.queue, h.state, h.run_at, h.priority, h.scheduled_at
+        FROM ferroq_jobs AS h
+        WHERE h.scope = ?1 AND h.blocking
+          AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+        ORDER BY h.queue, h.scheduled_at, h.id
+        LIMIT 1
+    )
+    UNION ALL
+    SELECT n.id, n.queue, n.state, n.run_at, n.priority, n.scheduled_at
+    FROM heads AS previous
+    JOIN ferroq_jobs AS n ON n.id = (
+        SELECT h.id
+        FROM ferroq_jobs AS h
+        WHERE h.scope = ?1 AND h.blocking
+          AND h.state IN ('scheduled', 'available', 'running', 'retryable')
+          AND h.queue > previous.queue
+        ORDER BY h.queue, h.scheduled_at, h.id
+        LIMIT 1
+    )
 )
 UPDATE ferroq_jobs
 SET state = 'running',
@@ -17,7 +35,7 @@ SET state = 'running',
     lease_expires_at = {{now}} + CAST(?4 * 1000000 AS INTEGER)
 WHERE id IN (
     SELECT heads.id FROM heads
-    WHERE heads.position = 1 AND heads.state <> 'running' AND heads.run_at <= {{now}}
+    WHERE heads.state <> 'running' AND heads.run_at <= {{now}}
     ORDER BY heads.priority, heads.scheduled_at, heads.id
     LIMIT ?2
 )
