@@ -47,6 +47,27 @@ fn pure(c: &mut Criterion) {
     c.bench_function("validate_new_job/1 KiB params", |b| {
         b.iter(|| validate_new_job(black_box(&job), 1 << 20))
     });
+    // SQLite receives a batch as one JSON document (json_each): the params' JSON text is
+    // embedded as a string, so this is the per-batch conversion cost.
+    let jobs: Vec<NewJob> = (0..1000)
+        .map(|i| new_job("bench", false, &format!(r#"{{"i":{i}}}"#)))
+        .collect();
+    c.bench_function("sqlite: encode insert batch/1000 jobs", |b| {
+        b.iter(|| _core::store::sqlite::encode_insert_batch(black_box(&jobs)))
+    });
+    let finishes: Vec<Finish> = (0..1000)
+        .map(|i| Finish {
+            lease: Lease { id: i, token: i },
+            state: "completed",
+            result: None,
+            error: None,
+            delay: None,
+            refund_attempt: false,
+        })
+        .collect();
+    c.bench_function("sqlite: encode finish batch/1000 outcomes", |b| {
+        b.iter(|| _core::store::sqlite::encode_finish_batch(black_box(&finishes)))
+    });
 }
 
 async fn open_store(backend: &str) -> Arc<dyn Store> {

@@ -185,6 +185,53 @@ fn micros(value: Option<i64>) -> Option<DateTime<Utc>> {
     value.and_then(DateTime::from_timestamp_micros)
 }
 
+/// The JSON array `insert_jobs.sql` expands with json_each: one array per job, in order.
+pub fn encode_insert_batch(jobs: &[NewJob]) -> String {
+    // Tuples serialize as JSON arrays straight into the string, without building Values.
+    let batch: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            let (at, delay) = match job.schedule {
+                Schedule::Now => (None, None),
+                Schedule::At(t) => (Some(t.timestamp_micros()), None),
+                Schedule::In(d) => (None, Some(d)),
+            };
+            (
+                &job.queue,
+                &job.action,
+                &job.params,
+                job.blocking,
+                job.priority,
+                job.max_attempts,
+                job.timeout,
+                job.max_backoff,
+                at,
+                delay,
+            )
+        })
+        .collect();
+    serde_json::to_string(&batch).expect("a batch of strings and numbers serializes")
+}
+
+/// The JSON array `finish_jobs.sql` expands with json_each: one array per outcome.
+pub fn encode_finish_batch(finishes: &[Finish]) -> String {
+    let batch: Vec<_> = finishes
+        .iter()
+        .map(|f| {
+            (
+                f.lease.id,
+                f.lease.token,
+                f.state,
+                &f.result,
+                &f.error,
+                f.delay,
+                f.refund_attempt as i32,
+            )
+        })
+        .collect();
+    serde_json::to_string(&batch).expect("a batch of strings and numbers serializes")
+}
+
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
     let get_time = |i: usize| -> Result<DateTime<Utc>> {
         micros(Some(row.try_get(i).map_err(db_error)?))
@@ -340,29 +387,7 @@ impl Store for SqliteStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let batch: Vec<serde_json::Value> = jobs
-            .iter()
-            .map(|job| {
-                let (at, delay) = match job.schedule {
-                    Schedule::Now => (None, None),
-                    Schedule::At(t) => (Some(t.timestamp_micros()), None),
-                    Schedule::In(d) => (None, Some(d)),
-                };
-                serde_json::json!([
-                    job.queue,
-                    job.action,
-                    job.params,
-                    job.blocking,
-                    job.priority,
-                    job.max_attempts,
-                    job.timeout,
-                    job.max_backoff,
-                    at,
-                    delay
-                ])
-            })
-            .collect();
-        let batch = serde_json::Value::Array(batch).to_string();
+        let batch = encode_insert_batch(jobs);
         let rows = write_tx!(self, |conn| {
             sqlx::query(INSERT_JOBS.as_str())
                 .bind(scope)
@@ -421,21 +446,7 @@ impl Store for SqliteStore {
         if finishes.is_empty() {
             return Ok(Vec::new());
         }
-        let batch: Vec<serde_json::Value> = finishes
-            .iter()
-            .map(|f| {
-                serde_json::json!([
-                    f.lease.id,
-                    f.lease.token,
-                    f.state,
-                    f.result,
-                    f.error,
-                    f.delay,
-                    f.refund_attempt as i32
-                ])
-            })
-            .collect();
-        let batch = serde_json::Value::Array(batch).to_string();
+        let batch = encode_finish_batch(finishes);
         write_tx!(self, |conn| {
             sqlx::query_scalar::<_, i64>(FINISH_JOBS.as_str())
                 .bind(&batch)
