@@ -24,18 +24,6 @@ WITH RECURSIVE caps AS (
     ) AS c
     ORDER BY c.priority, c.scheduled_at, c.sequence
     LIMIT $4
-), concurrent AS (
-    UPDATE ferroq_jobs AS j
-    SET state = 'running',
-        attempts = j.attempts + 1,
-        attempted_at = now(),
-        attempted_by = $5,
-        next_attempt_at = NULL,
-        lease_token = nextval('ferroq_lease_token_seq'),
-        lease_expires_at = now() + $6 * interval '1 second'
-    FROM concurrent_candidates AS cc
-    WHERE j.id = cc.id
-    RETURNING {{job_columns}}
 ), heads(id, queue, state, run_at, priority, scheduled_at, sequence) AS (
     -- Blocking queues: per (scope, queue) only the first unfinished job in (scheduled_at,
     -- sequence) order may run, and only if it is due and no job of the queue runs. A retrying
@@ -65,7 +53,7 @@ WITH RECURSIVE caps AS (
     FROM heads
     WHERE heads.state <> 'running' AND heads.run_at <= now()
     ORDER BY heads.priority, heads.scheduled_at, heads.sequence
-    LIMIT greatest($4 - (SELECT count(*) FROM concurrent), 0)
+    LIMIT greatest($4 - (SELECT count(*) FROM concurrent_candidates), 0)
 ), locked_heads AS (
     -- The row lock re-checks the state (SKIP LOCKED + READ COMMITTED re-evaluation), and the
     -- unique index ferroq_jobs_one_running_per_blocking_queue backs the rule up in the schema.
@@ -73,19 +61,19 @@ WITH RECURSIVE caps AS (
     FROM ferroq_jobs AS c JOIN ready_heads ON ready_heads.id = c.id
     WHERE c.state IN ('scheduled', 'available', 'retryable') AND c.run_at <= now()
     FOR UPDATE OF c SKIP LOCKED
-), blocking AS (
-    UPDATE ferroq_jobs AS j
-    SET state = 'running',
-        attempts = j.attempts + 1,
-        attempted_at = now(),
-        attempted_by = $5,
-        next_attempt_at = NULL,
-        lease_token = nextval('ferroq_lease_token_seq'),
-        lease_expires_at = now() + $6 * interval '1 second'
-    FROM locked_heads
-    WHERE j.id = locked_heads.id
-    RETURNING {{job_columns}}
+), claimable AS (
+    SELECT id FROM concurrent_candidates
+    UNION ALL
+    SELECT id FROM locked_heads
 )
-SELECT * FROM concurrent
-UNION ALL
-SELECT * FROM blocking
+UPDATE ferroq_jobs AS j
+SET state = 'running',
+    attempts = j.attempts + 1,
+    attempted_at = now(),
+    attempted_by = $5,
+    next_attempt_at = NULL,
+    lease_token = nextval('ferroq_lease_token_seq'),
+    lease_expires_at = now() + $6 * interval '1 second'
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING {{job_columns}}
