@@ -1,16 +1,55 @@
-//! App and worker settings, and the validation of everything a caller hands in. Nothing is
-//! written before these checks pass.
+//! App and worker settings: their defaults, and the validation of everything a caller
+//! configures. Callers hand in [`AppOptions`] (numbers of seconds, options left out as None);
+//! nothing starts before [`AppOptions::into_configs`] accepts them.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::job::{NewJob, Schedule};
+use crate::job::validate_name;
 
-/// Longest queue, action or scope name, in characters.
-pub const MAX_NAME_CHARS: usize = 255;
+/// Where jobs live when no URL is given and `$FERROQ_DATABASE_URL` is unset.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite:///ferroq.db";
+/// Environment variable naming the database when the App is given none.
+pub const DATABASE_URL_VARIABLE: &str = "FERROQ_DATABASE_URL";
+pub const DEFAULT_SCOPE: &str = "default";
 /// Default cap on the JSON size of a job's params.
 pub const DEFAULT_MAX_PARAMS_SIZE: usize = 1024 * 1024;
+pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
+pub const DEFAULT_WAKEUP_INTERVAL: f64 = 0.05;
+pub const DEFAULT_POOL_SIZE: usize = 10;
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+pub const DEFAULT_POLL_INTERVAL: f64 = 60.0;
+pub const DEFAULT_LEASE_TTL: f64 = 30.0;
+/// Completed jobs are deleted this long after they finished (7 days).
+pub const DEFAULT_JOB_RETENTION: f64 = 7.0 * 24.0 * 3600.0;
+/// How often a worker deletes expired completed jobs (5 minutes).
+pub const DEFAULT_CLEANUP_INTERVAL: f64 = 300.0;
+/// How long a graceful stop waits for running jobs.
+pub const DEFAULT_STOP_TIMEOUT: f64 = 30.0;
+
+/// Everything an App can be configured with, as a caller gives it.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// None: `$FERROQ_DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
+    pub database_url: Option<String>,
+    pub scope: Option<String>,
+    /// Concurrent queues and their limits; every other queue blocks.
+    pub queues: HashMap<String, i64>,
+    pub max_params_size: Option<i64>,
+    pub connect_timeout: Option<f64>,
+    pub wakeup_interval: Option<f64>,
+    pub pool_size: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub poll_interval: Option<f64>,
+    pub lease_ttl: Option<f64>,
+    /// None turns the cleaner off (callers pass [`DEFAULT_CLEANUP_INTERVAL`] for the default).
+    pub cleanup_interval: Option<f64>,
+    pub job_retention: Option<f64>,
+    pub stop_timeout: Option<f64>,
+    /// None: `host:pid:random`.
+    pub worker_name: Option<String>,
+}
 
 /// Where jobs are stored and what an App may see.
 #[derive(Debug, Clone)]
@@ -28,35 +67,6 @@ pub struct ClientConfig {
     pub wakeup_interval: Duration,
 }
 
-impl ClientConfig {
-    pub fn validate(&self) -> Result<()> {
-        validate_name("scope", &self.scope)?;
-        for (queue, limit) in &self.concurrent_queues {
-            validate_name("queue", queue)?;
-            if *limit == 0 {
-                return Err(Error::Configuration(format!(
-                    "queue {queue:?} has a concurrency limit of 0: give it at least 1"
-                )));
-            }
-        }
-        if self.max_params_size == 0 {
-            return Err(Error::Configuration(
-                "max_params_size must be positive".into(),
-            ));
-        }
-        if self.connect_timeout.is_zero() {
-            return Err(Error::Configuration(
-                "connect_timeout must be positive".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    pub fn is_blocking(&self, queue: &str) -> bool {
-        !self.concurrent_queues.contains_key(queue)
-    }
-}
-
 /// How one worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -68,34 +78,169 @@ pub struct WorkerConfig {
     pub lease_ttl: Duration,
     pub cleanup_interval: Option<Duration>,
     pub job_retention: Duration,
+    /// How long a graceful stop lets running jobs finish.
+    pub stop_timeout: Duration,
     /// Name stored in `attempted_by`.
     pub worker_name: String,
     /// Run only what is due now, then stop by itself.
     pub drain: bool,
 }
 
-impl WorkerConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.concurrency == 0 {
-            return Err(Error::Configuration(
-                "concurrency must be at least 1".into(),
-            ));
+/// `value` seconds as a Duration: finite and not negative, and positive unless `allow_zero`.
+pub fn seconds(name: &str, value: f64, allow_zero: bool) -> Result<Duration> {
+    let duration = Duration::try_from_secs_f64(value).map_err(|_| {
+        Error::Configuration(format!(
+            "{name} must be a non-negative number of seconds, got {value}"
+        ))
+    })?;
+    if duration.is_zero() && !allow_zero {
+        return Err(Error::Configuration(format!(
+            "{name} must be a positive number of seconds, got {value}"
+        )));
+    }
+    Ok(duration)
+}
+
+fn positive(name: &str, value: i64) -> Result<i64> {
+    if value < 1 {
+        return Err(Error::Configuration(format!(
+            "{name} must be at least 1, got {value}"
+        )));
+    }
+    Ok(value)
+}
+
+/// `host:pid:random`, unique per App instance so two workers of one process are told apart.
+fn default_worker_name() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    format!(
+        "{host}:{}:{:06x}",
+        std::process::id(),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+impl AppOptions {
+    /// Fill in defaults and check every option.
+    pub fn into_configs(self) -> Result<(ClientConfig, WorkerConfig)> {
+        let database_url = match self.database_url {
+            Some(url) => url,
+            None => std::env::var(DATABASE_URL_VARIABLE)
+                .ok()
+                .filter(|url| !url.is_empty())
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+        };
+        let scope = self.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
+        validate_name("scope", &scope)?;
+        let mut concurrent_queues = HashMap::with_capacity(self.queues.len());
+        for (queue, limit) in self.queues {
+            validate_name("queue", &queue)?;
+            if limit < 1 {
+                return Err(Error::Configuration(format!(
+                    "queue {queue:?} has a concurrency limit of {limit}: give it at least 1"
+                )));
+            }
+            let limit = u32::try_from(limit).map_err(|_| {
+                Error::Configuration(format!("queue {queue:?} has a limit of {limit}, too large"))
+            })?;
+            concurrent_queues.insert(queue, limit);
         }
-        if self.poll_interval.is_zero() {
-            return Err(Error::Configuration(
-                "poll_interval must be positive".into(),
-            ));
-        }
-        if self.lease_ttl < Duration::from_millis(300) {
+        let max_params_size = match self.max_params_size {
+            None => DEFAULT_MAX_PARAMS_SIZE,
+            Some(n) => positive("max_params_size", n)? as usize,
+        };
+        let pool_size = match self.pool_size {
+            None => DEFAULT_POOL_SIZE,
+            Some(n) => positive("pool_size", n)?.max(2) as usize,
+        };
+        let client = ClientConfig {
+            database_url,
+            scope,
+            concurrent_queues,
+            max_params_size,
+            connect_timeout: seconds(
+                "connect_timeout",
+                self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                false,
+            )?,
+            pool_size,
+            wakeup_interval: seconds(
+                "wakeup_interval",
+                self.wakeup_interval.unwrap_or(DEFAULT_WAKEUP_INTERVAL),
+                false,
+            )?,
+        };
+        let concurrency = positive(
+            "concurrency",
+            self.concurrency.unwrap_or(DEFAULT_CONCURRENCY as i64),
+        )?;
+        let lease_ttl = seconds(
+            "lease_ttl",
+            self.lease_ttl.unwrap_or(DEFAULT_LEASE_TTL),
+            false,
+        )?;
+        if lease_ttl < Duration::from_millis(300) {
             return Err(Error::Configuration(
                 "lease_ttl must be at least 0.3 seconds".into(),
             ));
         }
-        if matches!(self.cleanup_interval, Some(d) if d.is_zero()) {
-            return Err(Error::Configuration(
-                "cleanup_interval must be positive or None".into(),
-            ));
-        }
+        let worker_name = self.worker_name.unwrap_or_else(default_worker_name);
+        validate_name("worker name", &worker_name)?;
+        let worker = WorkerConfig {
+            concurrency: u32::try_from(concurrency).map_err(|_| {
+                Error::Configuration(format!("concurrency {concurrency} is too large"))
+            })?,
+            poll_interval: seconds(
+                "poll_interval",
+                self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
+                false,
+            )?,
+            lease_ttl,
+            cleanup_interval: self
+                .cleanup_interval
+                .map(|s| seconds("cleanup_interval", s, false))
+                .transpose()?,
+            job_retention: seconds(
+                "job_retention",
+                self.job_retention.unwrap_or(DEFAULT_JOB_RETENTION),
+                true,
+            )?,
+            stop_timeout: seconds(
+                "stop_timeout",
+                self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+                true,
+            )?,
+            worker_name,
+            drain: false,
+        };
+        Ok((client, worker))
+    }
+}
+
+impl ClientConfig {
+    /// Whether `queue` is a blocking queue (every queue not configured as concurrent).
+    pub fn is_blocking(&self, queue: &str) -> bool {
+        !self.concurrent_queues.contains_key(queue)
+    }
+
+    /// The concurrent queues in a stable order, as the claim statement takes them.
+    pub fn sorted_concurrent_queues(&self) -> Vec<(String, u32)> {
+        let mut queues: Vec<(String, u32)> = self
+            .concurrent_queues
+            .iter()
+            .map(|(q, n)| (q.clone(), *n))
+            .collect();
+        queues.sort();
+        queues
+    }
+}
+
+impl WorkerConfig {
+    /// Change how many jobs the worker runs at once (the CLI's `--concurrency`).
+    pub fn set_concurrency(&mut self, concurrency: i64) -> Result<()> {
+        let n = positive("concurrency", concurrency)?;
+        self.concurrency = u32::try_from(n)
+            .map_err(|_| Error::Configuration(format!("concurrency {n} is too large")))?;
         Ok(())
     }
 
@@ -106,153 +251,108 @@ impl WorkerConfig {
     }
 }
 
-/// Reject names that are empty or too long. Names are data: any other character is allowed.
-pub fn validate_name(kind: &str, name: &str) -> Result<()> {
-    if name.is_empty() {
-        return Err(Error::InvalidName(format!("{kind} name must not be empty")));
-    }
-    let chars = name.chars().count();
-    if chars > MAX_NAME_CHARS {
-        return Err(Error::InvalidName(format!(
-            "{kind} name is {chars} characters long, over the limit of {MAX_NAME_CHARS}"
-        )));
-    }
-    if name.contains('\0') {
-        return Err(Error::InvalidName(format!(
-            "{kind} name must not contain NUL characters"
-        )));
-    }
-    Ok(())
-}
-
-/// Check one job before insert. `params` is JSON text produced by the caller.
-pub fn validate_new_job(job: &NewJob, max_params_size: usize) -> Result<()> {
-    validate_name("queue", &job.queue)?;
-    validate_name("action", &job.action)?;
-    if job.params.len() > max_params_size {
-        return Err(Error::ParamsTooLarge {
-            size: job.params.len(),
-            limit: max_params_size,
-        });
-    }
-    // PostgreSQL's jsonb cannot store \u0000; refuse it here rather than half-way through a batch.
-    if job.params.contains("\\u0000") {
-        return Err(Error::InvalidParams(
-            "params must not contain NUL (\\u0000) characters".into(),
-        ));
-    }
-    if !(job.timeout.is_finite() && job.timeout > 0.0) {
-        return Err(Error::InvalidOption(format!(
-            "timeout must be a positive number of seconds, got {}",
-            job.timeout
-        )));
-    }
-    if !(job.max_backoff.is_finite() && job.max_backoff >= 0.0) {
-        return Err(Error::InvalidOption(format!(
-            "max_backoff must be zero or a positive number of seconds, got {}",
-            job.max_backoff
-        )));
-    }
-    if job.max_attempts < 1 {
-        return Err(Error::InvalidOption(format!(
-            "max_attempts must be at least 1, got {}",
-            job.max_attempts
-        )));
-    }
-    if let Schedule::In(delay) = job.schedule {
-        if !(delay.is_finite() && delay >= 0.0) {
-            return Err(Error::InvalidSchedule(format!(
-                "delay must be zero or positive seconds, got {delay}"
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn job() -> NewJob {
-        NewJob {
-            queue: "q".into(),
-            action: "a".into(),
-            params: "{}".into(),
-            blocking: true,
-            schedule: Schedule::Now,
-            timeout: 60.0,
-            max_backoff: 10.0,
-            max_attempts: 3,
-            priority: 0,
+    fn options() -> AppOptions {
+        AppOptions {
+            database_url: Some("sqlite:///jobs.db".into()),
+            ..AppOptions::default()
         }
     }
 
     #[test]
-    fn names_are_bounded_but_otherwise_free() {
-        assert!(validate_name("queue", "q'; DROP TABLE ferroq_jobs; --").is_ok());
-        assert!(validate_name("queue", "队列 ✓").is_ok());
-        assert!(matches!(
-            validate_name("queue", ""),
-            Err(Error::InvalidName(_))
-        ));
-        assert!(matches!(
-            validate_name("queue", &"x".repeat(256)),
-            Err(Error::InvalidName(_))
-        ));
-        assert!(validate_name("queue", &"é".repeat(255)).is_ok());
+    fn defaults_fill_every_option_left_out() {
+        let (client, worker) = options().into_configs().unwrap();
+        assert_eq!(client.scope, "default");
+        assert_eq!(client.max_params_size, DEFAULT_MAX_PARAMS_SIZE);
+        assert_eq!(client.connect_timeout, Duration::from_secs(5));
+        assert_eq!(worker.concurrency, 10);
+        assert_eq!(worker.poll_interval, Duration::from_secs(60));
+        assert_eq!(worker.lease_ttl, Duration::from_secs(30));
+        assert_eq!(worker.cleanup_interval, None);
+        assert_eq!(worker.job_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(worker.worker_name.split(':').count(), 3);
     }
 
     #[test]
-    fn job_options_are_checked() {
-        let limit = DEFAULT_MAX_PARAMS_SIZE;
-        assert!(validate_new_job(&job(), limit).is_ok());
-        let cases: Vec<(NewJob, fn(&Error) -> bool)> = vec![
-            (
-                NewJob {
-                    timeout: -1.0,
-                    ..job()
-                },
-                |e| matches!(e, Error::InvalidOption(_)),
-            ),
-            (
-                NewJob {
-                    timeout: 0.0,
-                    ..job()
-                },
-                |e| matches!(e, Error::InvalidOption(_)),
-            ),
-            (
-                NewJob {
-                    max_attempts: 0,
-                    ..job()
-                },
-                |e| matches!(e, Error::InvalidOption(_)),
-            ),
-            (
-                NewJob {
-                    max_backoff: f64::NAN,
-                    ..job()
-                },
-                |e| matches!(e, Error::InvalidOption(_)),
-            ),
-            (
-                NewJob {
-                    schedule: Schedule::In(-1.0),
-                    ..job()
-                },
-                |e| matches!(e, Error::InvalidSchedule(_)),
-            ),
-            (
-                NewJob {
-                    params: "1".repeat(11),
-                    ..job()
-                },
-                |e| matches!(e, Error::ParamsTooLarge { .. }),
-            ),
+    fn out_of_range_options_are_configuration_errors() {
+        let bad: Vec<AppOptions> = vec![
+            AppOptions {
+                concurrency: Some(0),
+                ..options()
+            },
+            AppOptions {
+                poll_interval: Some(0.0),
+                ..options()
+            },
+            AppOptions {
+                poll_interval: Some(f64::NAN),
+                ..options()
+            },
+            AppOptions {
+                lease_ttl: Some(0.1),
+                ..options()
+            },
+            AppOptions {
+                cleanup_interval: Some(0.0),
+                ..options()
+            },
+            AppOptions {
+                job_retention: Some(-1.0),
+                ..options()
+            },
+            AppOptions {
+                connect_timeout: Some(f64::INFINITY),
+                ..options()
+            },
+            AppOptions {
+                wakeup_interval: Some(0.0),
+                ..options()
+            },
+            AppOptions {
+                max_params_size: Some(0),
+                ..options()
+            },
+            AppOptions {
+                queues: HashMap::from([("q".to_owned(), 0)]),
+                ..options()
+            },
+            AppOptions {
+                stop_timeout: Some(-0.5),
+                ..options()
+            },
         ];
-        for (bad, is_expected) in cases {
-            let err = validate_new_job(&bad, 10).unwrap_err();
-            assert!(is_expected(&err), "unexpected error {err:?}");
+        for options in bad {
+            let described = format!("{options:?}");
+            assert!(
+                matches!(options.into_configs(), Err(Error::Configuration(_))),
+                "{described} was accepted"
+            );
         }
+        assert!(matches!(
+            AppOptions {
+                scope: Some(String::new()),
+                ..options()
+            }
+            .into_configs(),
+            Err(Error::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn concurrent_queues_are_listed_in_a_stable_order() {
+        let (client, _) = AppOptions {
+            queues: HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 1)]),
+            ..options()
+        }
+        .into_configs()
+        .unwrap();
+        assert_eq!(
+            client.sorted_concurrent_queues(),
+            vec![("a".to_owned(), 1), ("b".to_owned(), 2)]
+        );
+        assert!(client.is_blocking("c") && !client.is_blocking("a"));
     }
 }

@@ -1,16 +1,25 @@
-//! Plain job data shared by the store, the worker and the bindings. No SQL, no Python.
+//! Plain job data shared by the store, the worker and the bindings, with the rules that build
+//! it: defaults, validation of a job to insert, the retry policy. No SQL, no Python.
 
 use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
 
 /// Lifecycle of a job. Stored as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobState {
+    /// Waiting for its scheduled time (a delay, or a snooze).
     Scheduled,
+    /// Ready to run.
     Available,
+    /// An attempt holds its lease.
     Running,
+    /// An attempt failed; waits for its backoff.
     Retryable,
     Completed,
+    /// Attempts exhausted (dead letter); kept, and retryable by hand.
     Failed,
+    /// Ended without retry: discarded by its performer, or cancelled.
     Discarded,
 }
 
@@ -37,14 +46,28 @@ impl JobState {
         }
     }
 
-    pub fn parse(name: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|s| s.as_str() == name)
+    /// The state stored as `name`; an unknown name is a caller's error.
+    pub fn parse(name: &str) -> Result<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == name)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown job state {name:?}: use scheduled, available, running, retryable, completed, failed or discarded"
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// A job row as the store returns it. Params and result stay JSON text: Python decodes them
 /// only if a performer or caller reads them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: i64,
     pub scope: String,
@@ -53,7 +76,7 @@ pub struct Job {
     pub params: String,
     pub priority: i32,
     pub sequence: i64,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
     pub timeout: f64,
@@ -70,6 +93,19 @@ pub struct Job {
     pub lease_token: Option<i64>,
 }
 
+impl Job {
+    /// Whether a failure of the running attempt ends the job as `failed` instead of retrying
+    /// it. The worker decides the outcome with it, and performers' `on_failure` hooks run then.
+    pub fn is_last_attempt(&self) -> bool {
+        is_last_attempt(self.attempts, self.max_attempts)
+    }
+}
+
+/// The one rule for "this attempt was the last one".
+pub fn is_last_attempt(attempts: i32, max_attempts: i32) -> bool {
+    attempts >= max_attempts
+}
+
 /// When a new job first becomes runnable.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
@@ -79,8 +115,34 @@ pub enum Schedule {
     In(f64),
 }
 
-/// A job to insert, already validated (see `config::validate_new_job`).
-#[derive(Debug, Clone)]
+/// A job as a caller asks for it: options left out take the defaults below. Types are already
+/// right (the bindings coerce them); values are checked by [`JobSpec::into_new_job`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobSpec {
+    pub queue: String,
+    pub action: String,
+    /// JSON text.
+    pub params: String,
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// Seconds from now.
+    pub delay: Option<f64>,
+    pub timeout: Option<f64>,
+    pub max_backoff: Option<f64>,
+    pub max_attempts: Option<i64>,
+    pub priority: Option<i64>,
+}
+
+/// Defaults of Queuetopia: 60 s timeout, 24 h max backoff, 20 attempts; priority 0.
+pub const DEFAULT_TIMEOUT: f64 = 60.0;
+pub const DEFAULT_MAX_BACKOFF: f64 = 86_400.0;
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+pub const DEFAULT_PRIORITY: i32 = 0;
+
+/// Longest queue, action or scope name, in characters.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// A job to insert, already validated (see [`JobSpec::into_new_job`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
     pub queue: String,
     pub action: String,
@@ -93,10 +155,112 @@ pub struct NewJob {
     pub priority: i32,
 }
 
-/// Defaults of Queuetopia: 60 s timeout, 24 h max backoff, 20 attempts.
-pub const DEFAULT_TIMEOUT: f64 = 60.0;
-pub const DEFAULT_MAX_BACKOFF: f64 = 86_400.0;
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 20;
+impl JobSpec {
+    /// A spec with every option at its default.
+    pub fn new(
+        queue: impl Into<String>,
+        action: impl Into<String>,
+        params: impl Into<String>,
+    ) -> JobSpec {
+        JobSpec {
+            queue: queue.into(),
+            action: action.into(),
+            params: params.into(),
+            ..JobSpec::default()
+        }
+    }
+
+    /// Fill in defaults and check every value; nothing is written for a spec that fails here.
+    pub fn into_new_job(self, blocking: bool, max_params_size: usize) -> Result<NewJob> {
+        validate_name("queue", &self.queue)?;
+        validate_name("action", &self.action)?;
+        if self.params.len() > max_params_size {
+            return Err(Error::ParamsTooLarge {
+                size: self.params.len(),
+                limit: max_params_size,
+            });
+        }
+        // PostgreSQL's jsonb cannot store \u0000; refuse it here rather than half-way through a batch.
+        if self.params.contains("\\u0000") {
+            return Err(Error::InvalidParams(
+                "params must not contain NUL (\\u0000) characters".into(),
+            ));
+        }
+        let schedule = match (self.scheduled_at, self.delay) {
+            (Some(_), Some(_)) => {
+                return Err(Error::InvalidSchedule(
+                    "give either scheduled_at or delay, not both".into(),
+                ))
+            }
+            (Some(at), None) => Schedule::At(at),
+            (None, Some(delay)) if !(delay.is_finite() && delay >= 0.0) => {
+                return Err(Error::InvalidSchedule(format!(
+                    "delay must be zero or positive seconds, got {delay}"
+                )))
+            }
+            (None, Some(delay)) => Schedule::In(delay),
+            (None, None) => Schedule::Now,
+        };
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "timeout must be a positive number of seconds, got {timeout}"
+            )));
+        }
+        let max_backoff = self.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF);
+        if !(max_backoff.is_finite() && max_backoff >= 0.0) {
+            return Err(Error::InvalidOption(format!(
+                "max_backoff must be zero or a positive number of seconds, got {max_backoff}"
+            )));
+        }
+        let max_attempts = match self.max_attempts {
+            None => DEFAULT_MAX_ATTEMPTS,
+            Some(n) if n < 1 => {
+                return Err(Error::InvalidOption(format!(
+                    "max_attempts must be at least 1, got {n}"
+                )))
+            }
+            Some(n) => i32::try_from(n)
+                .map_err(|_| Error::InvalidOption(format!("max_attempts {n} is out of range")))?,
+        };
+        let priority = match self.priority {
+            None => DEFAULT_PRIORITY,
+            Some(p) => i32::try_from(p)
+                .map_err(|_| Error::InvalidOption(format!("priority {p} is out of range")))?,
+        };
+        Ok(NewJob {
+            queue: self.queue,
+            action: self.action,
+            params: self.params,
+            blocking,
+            schedule,
+            timeout,
+            max_backoff,
+            max_attempts,
+            priority,
+        })
+    }
+}
+
+/// Reject names that are empty, too long or hold NUL. Names are data: any other character is
+/// allowed, and they never become SQL.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::InvalidName(format!("{kind} name must not be empty")));
+    }
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(Error::InvalidName(format!(
+            "{kind} name is {chars} characters long, over the limit of {MAX_NAME_CHARS}"
+        )));
+    }
+    if name.contains('\0') {
+        return Err(Error::InvalidName(format!(
+            "{kind} name must not contain NUL characters"
+        )));
+    }
+    Ok(())
+}
 
 /// Longest error text stored per attempt; tracebacks beyond it are cut.
 pub const MAX_ERROR_BYTES: usize = 16 * 1024;
@@ -107,6 +271,16 @@ pub fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
     let exponent = (attempts.max(1) - 1).min(62);
     let delay = 2f64.powi(exponent) + 1.0;
     delay.min(max_backoff).max(0.0)
+}
+
+/// Seconds a caller asked to wait (a custom backoff, a snooze), as the store takes them:
+/// never negative, and 0 for a value that is not a number.
+pub fn clamp_delay(seconds: f64) -> f64 {
+    if seconds.is_finite() {
+        seconds.max(0.0)
+    } else {
+        0.0
+    }
 }
 
 /// Cut `text` to at most `MAX_ERROR_BYTES`, on a character boundary.
@@ -142,9 +316,12 @@ mod tests {
     #[test]
     fn states_round_trip_by_name() {
         for state in JobState::ALL {
-            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(JobState::parse(state.as_str()).unwrap(), state);
         }
-        assert_eq!(JobState::parse("lost"), None);
+        assert!(matches!(
+            JobState::parse("lost"),
+            Err(Error::InvalidOption(_))
+        ));
     }
 
     #[test]
@@ -153,5 +330,155 @@ mod tests {
         let cut = truncate_error(text);
         assert!(cut.len() <= MAX_ERROR_BYTES + " [truncated]".len());
         assert!(cut.ends_with("[truncated]"));
+    }
+
+    #[test]
+    fn names_are_bounded_but_otherwise_free() {
+        assert!(validate_name("queue", "q'; DROP TABLE ferroq_jobs; --").is_ok());
+        assert!(validate_name("queue", "队列 ✓").is_ok());
+        assert!(matches!(
+            validate_name("queue", ""),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(matches!(
+            validate_name("queue", &"x".repeat(256)),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(matches!(
+            validate_name("queue", "a\0b"),
+            Err(Error::InvalidName(_))
+        ));
+        assert!(validate_name("queue", &"é".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn a_spec_left_at_defaults_gets_queuetopias_defaults() {
+        let job = JobSpec::new("q", "a", "{}")
+            .into_new_job(true, 1024)
+            .unwrap();
+        assert_eq!(job.schedule, Schedule::Now);
+        assert_eq!(
+            (job.timeout, job.max_backoff, job.max_attempts, job.priority),
+            (60.0, 86_400.0, 20, 0)
+        );
+        assert!(job.blocking);
+    }
+
+    #[test]
+    fn a_spec_is_checked_before_anything_is_written() {
+        type Expect = fn(&Error) -> bool;
+        let spec = || JobSpec::new("q", "a", "{}");
+        let cases: Vec<(JobSpec, Expect)> = vec![
+            (
+                JobSpec {
+                    timeout: Some(-1.0),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    timeout: Some(0.0),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(1 << 40),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    priority: Some(-(1 << 40)),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    max_backoff: Some(f64::NAN),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidOption(_)),
+            ),
+            (
+                JobSpec {
+                    delay: Some(-1.0),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidSchedule(_)),
+            ),
+            (
+                JobSpec {
+                    delay: Some(f64::INFINITY),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidSchedule(_)),
+            ),
+            (
+                JobSpec {
+                    delay: Some(1.0),
+                    scheduled_at: Some(Utc::now()),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidSchedule(_)),
+            ),
+            (
+                JobSpec {
+                    params: "1".repeat(11),
+                    ..spec()
+                },
+                |e| matches!(e, Error::ParamsTooLarge { .. }),
+            ),
+            (
+                JobSpec {
+                    params: r#""\u0000""#.into(),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidParams(_)),
+            ),
+            (
+                JobSpec {
+                    queue: String::new(),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidName(_)),
+            ),
+            (
+                JobSpec {
+                    action: "x".repeat(300),
+                    ..spec()
+                },
+                |e| matches!(e, Error::InvalidName(_)),
+            ),
+        ];
+        for (bad, is_expected) in cases {
+            let err = bad.clone().into_new_job(false, 10).unwrap_err();
+            assert!(is_expected(&err), "{bad:?} gave unexpected error {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_attempt_is_the_one_that_reaches_max_attempts() {
+        assert!(!is_last_attempt(1, 3));
+        assert!(is_last_attempt(3, 3));
+        assert!(is_last_attempt(4, 3));
+    }
+
+    #[test]
+    fn delays_are_never_negative_or_nan() {
+        assert_eq!(clamp_delay(-4.0), 0.0);
+        assert_eq!(clamp_delay(f64::NAN), 0.0);
+        assert_eq!(clamp_delay(0.25), 0.25);
     }
 }

@@ -1,12 +1,14 @@
 //! ferroq's engine: a persistent job queue with blocking FIFO and concurrent queues.
-//! The core (everything but `py`) knows nothing of Python; `py` is the PyO3 binding.
+//! The core (everything but `py`) knows nothing of Python; `py`, built with the `python`
+//! feature, is the PyO3 binding.
 
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod job;
 pub mod maintenance;
+#[cfg(feature = "python")]
 pub mod py;
-pub mod runtime;
 pub mod store;
 pub mod worker;
 

@@ -1,22 +1,26 @@
-"""The public :class:`App`: configuration, performer registry, enqueueing, workers, listings."""
+"""The public :class:`App`: performer registry, enqueueing, workers, listings.
+
+Rules (defaults, value ranges, queue kinds, retry policy) belong to the Rust core
+(``_core.Client``); this module coerces Python types into what the core takes
+(timedelta -> seconds, aware datetime -> UTC, params -> JSON text) and keeps what must be
+Python: the decorator, signal handling, the context manager.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
-import math
-import os
 import signal
-import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from . import _core
+from . import _caller_tx, _core
+from ._core import Job
 from ._executor import Executor, Performer
+from ._state import JobState
 from .errors import (
     ConfigurationError,
     InvalidNameError,
@@ -27,103 +31,127 @@ from .errors import (
 
 __all__ = ["App", "Page"]
 
-DEFAULT_DATABASE_URL = "sqlite:///ferroq.db"
-_JOB_OPTIONS = frozenset(
-    {"queue", "action", "params", "scheduled_at", "delay", "timeout", "max_backoff", "max_attempts", "priority"}
-)
-Seconds = "float | int | timedelta"
+#: Seconds as ferroq takes them: a number or a timedelta.
+Seconds = float | int | timedelta
+
+_JOB_OPTIONS = frozenset({"scheduled_at", "delay", "timeout", "max_backoff", "max_attempts", "priority"})
+_FILTERS = frozenset({"queue", "action", "state", "search", "order_by", "descending"})
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
 class Page:
     """One page of a job listing."""
 
-    data: list[Any]
+    data: list[Job]
     total: int
     page_number: int
     page_size: int
 
 
-def _seconds(name: str, value: Any, error: type[Exception], *, allow_zero: bool = True) -> float:
+def _seconds(name: str, value: Any, error: type[Exception] = ConfigurationError) -> float:
+    """``value`` (a number or a timedelta) as float seconds; its range is the core's to check."""
     if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise error(f"{name} must be a number of seconds or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise error(f"{name} must be a {'non-negative' if allow_zero else 'positive'} number of seconds, got {value!r}")
-    return seconds
+        return value.total_seconds()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise error(f"{name} must be a number of seconds or a timedelta, got {value!r}")
 
 
-def _integer(name: str, value: Any) -> int:
+def _optional_seconds(name: str, value: Any, error: type[Exception] = ConfigurationError) -> float | None:
+    return None if value is None else _seconds(name, value, error)
+
+
+def _integer(name: str, value: Any, error: type[Exception] = InvalidOptionError) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
+        raise error(f"{name} must be an integer, got {value!r}")
     return value
 
 
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _optional_integer(name: str, value: Any, error: type[Exception] = InvalidOptionError) -> int | None:
+    return None if value is None else _integer(name, value, error)
 
 
-def _name(kind: str, value: Any) -> str:
+def _text(kind: str, value: Any) -> str:
+    """A name as text the core can take (no lone surrogates); its length is checked there."""
     if not isinstance(value, str):
         raise InvalidNameError(f"{kind} name must be a string, got {value!r}")
-    if not _is_utf8(value):
-        raise InvalidNameError(f"{kind} name is not valid Unicode (a lone surrogate): {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidNameError(f"{kind} name is not valid Unicode (a lone surrogate): {value!r}") from None
     return value
+
+
+def _params_json(params: Any) -> str:
+    try:
+        text = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise InvalidParamsError(f"params must be JSON-serializable: {exc}") from None
+    except UnicodeEncodeError:
+        raise InvalidParamsError("params contain text that is not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+def _utc(scheduled_at: Any) -> datetime | None:
+    if scheduled_at is None:
+        return None
+    if not isinstance(scheduled_at, datetime):
+        raise InvalidScheduleError(f"scheduled_at must be a datetime, got {scheduled_at!r}")
+    if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
+        raise InvalidScheduleError("scheduled_at must be timezone-aware (naive datetimes are ambiguous)")
+    return scheduled_at.astimezone(timezone.utc)
 
 
 def _job_spec(
     queue: Any,
     action: Any,
     params: Any = None,
+    *,
     scheduled_at: Any = None,
     delay: Any = None,
-    timeout: Any = 60.0,
-    max_backoff: Any = 86_400.0,
-    max_attempts: Any = 20,
-    priority: Any = 0,
-) -> tuple[Any, ...]:
-    """Check Python types and convert one job to what `_core.Client` takes. Value ranges
-    (name lengths, params size, limits) are checked in Rust."""
-    try:
-        params_json = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidParamsError(f"params must be JSON-serializable: {exc}") from None
-    if not _is_utf8(params_json):
-        raise InvalidParamsError("params contain text that is not valid Unicode (a lone surrogate)")
-    if scheduled_at is not None:
-        if not isinstance(scheduled_at, datetime):
-            raise InvalidScheduleError(f"scheduled_at must be a datetime, got {scheduled_at!r}")
-        if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
-            raise InvalidScheduleError("scheduled_at must be timezone-aware (naive datetimes are ambiguous)")
-        scheduled_at = scheduled_at.astimezone(timezone.utc)
-    if delay is not None:
-        if isinstance(delay, timedelta):
-            delay = delay.total_seconds()
-        elif isinstance(delay, bool) or not isinstance(delay, (int, float)):
-            raise InvalidScheduleError(f"delay must be a number of seconds or a timedelta, got {delay!r}")
-        delay = float(delay)
-    return (
-        _name("queue", queue),
-        _name("action", action),
-        params_json,
-        scheduled_at,
-        delay,
-        _seconds("timeout", timeout, InvalidOptionError, allow_zero=False),
-        _seconds("max_backoff", max_backoff, InvalidOptionError),
-        _integer("max_attempts", max_attempts),
-        _integer("priority", priority),
+    timeout: Any = None,
+    max_backoff: Any = None,
+    max_attempts: Any = None,
+    priority: Any = None,
+) -> _core.JobSpec:
+    """One job as the core takes it; options left as None get the core's defaults."""
+    return _core.JobSpec(
+        _text("queue", queue),
+        _text("action", action),
+        _params_json(params),
+        scheduled_at=_utc(scheduled_at),
+        delay=_optional_seconds("delay", delay, InvalidScheduleError),
+        timeout=_optional_seconds("timeout", timeout, InvalidOptionError),
+        max_backoff=_optional_seconds("max_backoff", max_backoff, InvalidOptionError),
+        max_attempts=_optional_integer("max_attempts", max_attempts),
+        priority=_optional_integer("priority", priority),
     )
 
 
-def _to_utc(value: Any) -> Any:
-    return value.astimezone(timezone.utc) if isinstance(value, datetime) else value
+def _job_specs(jobs: Iterable[Mapping[str, Any]]) -> list[_core.JobSpec]:
+    specs = []
+    for index, item in enumerate(jobs):
+        if not isinstance(item, Mapping):
+            raise InvalidOptionError(f"job #{index} must be a mapping of create_job arguments, got {item!r}")
+        unknown = set(item) - _JOB_OPTIONS - {"queue", "action", "params"}
+        if unknown:
+            raise InvalidOptionError(f"job #{index} has unknown options: {sorted(unknown)}")
+        if "queue" not in item or "action" not in item:
+            raise InvalidOptionError(f"job #{index} needs a queue and an action")
+        specs.append(_job_spec(**item))
+    return specs
+
+
+def _states(state: str | Sequence[str] | None) -> list[str] | None:
+    """State filters as names (a JobState is a str, so both kinds pass)."""
+    if state is None:
+        return None
+    if isinstance(state, str):
+        return [JobState(state).value if isinstance(state, JobState) else state]
+    return [str(s.value) if isinstance(s, JobState) else str(s) for s in state]
 
 
 class App:
@@ -134,81 +162,125 @@ class App:
     succeeds or runs out of attempts. Queues in ``queues`` run up to their limit at once, in
     priority order, and a failure does not block them.
 
-    A running worker deletes completed jobs older than ``job_retention`` every
-    ``cleanup_interval`` (``None`` turns the cleanup off: keep them, or delete them yourself).
+    Options left as ``None`` take ferroq's defaults: ``database_url`` from
+    ``$FERROQ_DATABASE_URL``, else ``sqlite:///ferroq.db``; scope ``"default"``; poll every
+    60 s; 10 jobs at once; 30 s leases; completed jobs kept 7 days and cleaned every
+    ``cleanup_interval`` (``None`` turns the cleanup off); a graceful stop waits 30 s.
     """
 
     def __init__(
         self,
         database_url: str | None = None,
         *,
-        scope: str = "default",
-        poll_interval: float | timedelta = 60.0,
-        concurrency: int = 10,
+        scope: str | None = None,
+        poll_interval: Seconds | None = None,
+        concurrency: int | None = None,
         queues: Mapping[str, int] | None = None,
-        job_retention: float | timedelta = timedelta(days=7),
-        cleanup_interval: float | timedelta | None = timedelta(minutes=5),
-        lease_ttl: float | timedelta = 30.0,
-        max_params_size: int = _core.DEFAULT_MAX_PARAMS_SIZE,
-        stop_timeout: float | timedelta = 30.0,
-        connect_timeout: float | timedelta = 5.0,
-        wakeup_interval: float | timedelta = 0.05,
+        job_retention: Seconds | None = None,
+        cleanup_interval: Seconds | None = _core.DEFAULT_CLEANUP_INTERVAL,
+        lease_ttl: Seconds | None = None,
+        max_params_size: int | None = None,
+        stop_timeout: Seconds | None = None,
+        connect_timeout: Seconds | None = None,
+        wakeup_interval: Seconds | None = None,
         worker_name: str | None = None,
     ) -> None:
-        url = database_url or os.environ.get("FERROQ_DATABASE_URL") or DEFAULT_DATABASE_URL
-        if not isinstance(url, str):
-            raise ConfigurationError(f"database_url must be a string, got {url!r}")
-        _name("scope", scope)
+        if database_url is not None and not isinstance(database_url, str):
+            raise ConfigurationError(f"database_url must be a string, got {database_url!r}")
         concurrent: dict[str, int] = {}
         for queue, limit in dict(queues or {}).items():
-            if not isinstance(queue, str) or isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-                raise ConfigurationError(f"queues maps queue names to limits of at least 1, got {queue!r}: {limit!r}")
-            concurrent[queue] = limit
-        if isinstance(max_params_size, bool) or not isinstance(max_params_size, int) or max_params_size < 1:
-            raise ConfigurationError(f"max_params_size must be a positive integer, got {max_params_size!r}")
-        self.database_url = url
-        self.scope = scope
-        self.queues = concurrent
-        self.concurrency = concurrency
-        self.poll_interval = _seconds("poll_interval", poll_interval, ConfigurationError, allow_zero=False)
-        self.job_retention = _seconds("job_retention", job_retention, ConfigurationError)
-        self.cleanup_interval = (
-            None if cleanup_interval is None else _seconds("cleanup_interval", cleanup_interval, ConfigurationError, allow_zero=False)
-        )
-        self.lease_ttl = _seconds("lease_ttl", lease_ttl, ConfigurationError, allow_zero=False)
-        self.stop_timeout = _seconds("stop_timeout", stop_timeout, ConfigurationError)
-        self.worker_name = worker_name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._check_concurrency(concurrency)
+            if not isinstance(queue, str):
+                raise ConfigurationError(f"queues maps queue names to limits, got the key {queue!r}")
+            concurrent[queue] = _integer(f"the limit of queue {queue!r}", limit, ConfigurationError)
         self._client = _core.Client(
-            url,
-            scope,
-            concurrent,
-            max_params_size,
-            _seconds("connect_timeout", connect_timeout, ConfigurationError, allow_zero=False),
-            10,
-            _seconds("wakeup_interval", wakeup_interval, ConfigurationError, allow_zero=False),
+            database_url,
+            scope=None if scope is None else _text("scope", scope),
+            queues=concurrent,
+            max_params_size=_optional_integer("max_params_size", max_params_size, ConfigurationError),
+            connect_timeout=_optional_seconds("connect_timeout", connect_timeout),
+            wakeup_interval=_optional_seconds("wakeup_interval", wakeup_interval),
+            concurrency=_optional_integer("concurrency", concurrency, ConfigurationError),
+            poll_interval=_optional_seconds("poll_interval", poll_interval),
+            lease_ttl=_optional_seconds("lease_ttl", lease_ttl),
+            cleanup_interval=_optional_seconds("cleanup_interval", cleanup_interval),
+            job_retention=_optional_seconds("job_retention", job_retention),
+            stop_timeout=_optional_seconds("stop_timeout", stop_timeout),
+            worker_name=worker_name,
         )
         self._performers: dict[str, Performer] = {}
-        self._worker: Any = None
+        self._worker: _core.WorkerHandle | None = None
         self._executor: Executor | None = None
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _check_concurrency(concurrency: Any) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(f"concurrency must be an integer of at least 1, got {concurrency!r}")
+    # -- configuration, as the core resolved it ----------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        return self._client.database_url
+
+    @property
+    def scope(self) -> str:
+        return self._client.scope
+
+    @property
+    def queues(self) -> dict[str, int]:
+        """The concurrent queues and their limits."""
+        return self._client.queues
+
+    @property
+    def concurrency(self) -> int:
+        """Jobs a worker of this App runs at once; a change applies to workers started later."""
+        return self._client.concurrency
+
+    @concurrency.setter
+    def concurrency(self, value: int) -> None:
+        self._client.concurrency = _integer("concurrency", value, ConfigurationError)
+
+    @property
+    def poll_interval(self) -> float:
+        return self._client.poll_interval
+
+    @property
+    def lease_ttl(self) -> float:
+        return self._client.lease_ttl
+
+    @property
+    def cleanup_interval(self) -> float | None:
+        return self._client.cleanup_interval
+
+    @property
+    def job_retention(self) -> float:
+        return self._client.job_retention
+
+    @property
+    def stop_timeout(self) -> float:
+        return self._client.stop_timeout
+
+    @property
+    def worker_name(self) -> str:
+        return self._client.worker_name
 
     def __repr__(self) -> str:
         return f"<ferroq.App scope={self.scope!r} performers={sorted(self._performers)}>"
 
     # -- performers ---------------------------------------------------------------------------
 
+    @overload
+    def performer(self, action: F, /) -> F: ...
+    @overload
+    def performer(
+        self,
+        action: str | None = None,
+        *,
+        backoff: Callable[[Job], float] | None = None,
+        on_failure: Callable[[Job, str], Any] | None = None,
+    ) -> Callable[[F], F]: ...
     def performer(
         self,
         action: str | Callable[..., Any] | None = None,
         *,
-        backoff: Callable[[Any], float] | None = None,
-        on_failure: Callable[[Any, str], Any] | None = None,
+        backoff: Callable[[Job], float] | None = None,
+        on_failure: Callable[[Job, str], Any] | None = None,
     ) -> Any:
         """Register the function that performs jobs of ``action`` (sync or ``async def``).
 
@@ -217,10 +289,10 @@ class App:
         ``on_failure(job, error)`` is called once when the job runs out of attempts.
         """
 
-        def register(fn: Callable[..., Any], name: str | None) -> Callable[..., Any]:
-            name = _name("action", name or fn.__name__)
+        def register(fn: F, name: str | None) -> F:
             if not callable(fn):
                 raise ConfigurationError(f"performer for {name!r} must be callable")
+            name = _text("action", name or fn.__name__)
             self._performers[name] = Performer(name, fn, inspect.iscoroutinefunction(fn), backoff, on_failure)
             return fn
 
@@ -243,76 +315,67 @@ class App:
         params: Any = None,
         *,
         scheduled_at: datetime | None = None,
-        delay: float | timedelta | None = None,
-        timeout: float | timedelta = 60.0,
-        max_backoff: float | timedelta = 86_400.0,
-        max_attempts: int = 20,
-        priority: int = 0,
+        delay: Seconds | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
         connection: Any = None,
-    ) -> Any:
-        """Enqueue one job. With ``connection`` (a psycopg connection to the same PostgreSQL
-        database, or a sqlite3 connection to the same file), the job is inserted in that
-        connection's transaction and exists only if it commits."""
-        spec = _job_spec(queue, action, params, scheduled_at, delay, timeout, max_backoff, max_attempts, priority)
+    ) -> Job:
+        """Enqueue one job. Options left as None take the defaults: run now, 60 s timeout,
+        backoff capped at 24 h, 20 attempts, priority 0.
+
+        With ``connection`` (a connection to the App's database from psycopg, sqlite3,
+        SQLAlchemy or Django), the job is inserted in that connection's transaction and exists
+        only if it commits; workers hear of it at the commit."""
+        spec = _job_spec(
+            queue,
+            action,
+            params,
+            scheduled_at=scheduled_at,
+            delay=delay,
+            timeout=timeout,
+            max_backoff=max_backoff,
+            max_attempts=max_attempts,
+            priority=priority,
+        )
         return self._insert([spec], connection)[0]
 
-    def create_jobs(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Any]:
+    def create_jobs(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
         """Enqueue many jobs in one round trip. Each item takes ``create_job``'s arguments."""
-        return self._insert(self._specs(jobs), connection)
+        return self._insert(_job_specs(jobs), connection)
 
-    async def acreate_job(self, queue: str, action: str, params: Any = None, **options: Any) -> Any:
-        """Awaitable ``create_job``."""
-        spec = _job_spec(queue, action, params, **_only_job_options(options))
-        return (await self._client.ainsert_jobs([spec]))[0]
+    async def acreate_job(
+        self, queue: str, action: str, params: Any = None, *, connection: Any = None, **options: Any
+    ) -> Job:
+        """Awaitable ``create_job``; ``connection`` may also be an asyncio connection (psycopg
+        ``AsyncConnection``, asyncpg, aiosqlite, SQLAlchemy ``AsyncConnection``/``AsyncSession``)."""
+        unknown = set(options) - _JOB_OPTIONS
+        if unknown:
+            raise InvalidOptionError(f"unknown job options: {sorted(unknown)}")
+        return (await self._ainsert([_job_spec(queue, action, params, **options)], connection))[0]
 
-    async def acreate_jobs(self, jobs: Iterable[Mapping[str, Any]]) -> list[Any]:
+    async def acreate_jobs(self, jobs: Iterable[Mapping[str, Any]], *, connection: Any = None) -> list[Job]:
         """Awaitable ``create_jobs``."""
-        return await self._client.ainsert_jobs(self._specs(jobs))
+        return await self._ainsert(_job_specs(jobs), connection)
 
-    @staticmethod
-    def _specs(jobs: Iterable[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
-        specs = []
-        for index, item in enumerate(jobs):
-            if not isinstance(item, Mapping):
-                raise InvalidOptionError(f"job #{index} must be a mapping of create_job arguments, got {item!r}")
-            unknown = set(item) - _JOB_OPTIONS
-            if unknown:
-                raise InvalidOptionError(f"job #{index} has unknown options: {sorted(unknown)}")
-            if "queue" not in item or "action" not in item:
-                raise InvalidOptionError(f"job #{index} needs a queue and an action")
-            specs.append(_job_spec(**item))
-        return specs
-
-    def _insert(self, specs: list[tuple[Any, ...]], connection: Any) -> list[Any]:
+    def _insert(self, specs: list[_core.JobSpec], connection: Any) -> list[Job]:
         if connection is None:
             return self._client.insert_jobs(specs)
-        sql, executions = self._client.external_insert(specs)
-        rows = []
-        cursor = connection.cursor()
-        try:
-            for params in executions:
-                cursor.execute(sql, params)
-                rows.extend(cursor.fetchall())
-        finally:
-            cursor.close()
-        jobs = [_core.Client.job_from_row(tuple(_to_utc(v) for v in row)) for row in rows]
-        return sorted(jobs, key=lambda job: job.sequence)
+        jobs: list[Job] = _caller_tx.execute(connection, self._client.caller_insert(specs))
+        return jobs
+
+    async def _ainsert(self, specs: list[_core.JobSpec], connection: Any) -> list[Job]:
+        if connection is None:
+            return await self._client.ainsert_jobs(specs)
+        jobs: list[Job] = await _caller_tx.aexecute(connection, self._client.caller_insert(specs))
+        return jobs
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _start_worker(self, drain: bool) -> tuple[Any, Executor]:
-        self._check_concurrency(self.concurrency)
+    def _start_worker(self, drain: bool) -> tuple[_core.WorkerHandle, Executor]:
         executor = Executor(self._performers, self.concurrency)
-        handle = self._client.start_worker(
-            executor,
-            self.concurrency,
-            self.poll_interval,
-            self.lease_ttl,
-            self.cleanup_interval,
-            self.job_retention,
-            self.worker_name,
-            drain,
-        )
+        handle = self._client.start_worker(executor, drain=drain)
         executor.bind(handle)
         return handle, executor
 
@@ -323,7 +386,7 @@ class App:
                 raise ConfigurationError("this App's worker is already running")
             self._worker, self._executor = self._start_worker(drain=False)
 
-    def stop(self, timeout: float | timedelta | None = None) -> None:
+    def stop(self, timeout: Seconds | None = None) -> None:
         """Stop claiming, let running jobs finish within ``timeout`` (default ``stop_timeout``),
         then interrupt the rest and put them back in their queue without using an attempt."""
         with self._lock:
@@ -331,9 +394,8 @@ class App:
             self._worker = self._executor = None
         if worker is None:
             return
-        seconds = self.stop_timeout if timeout is None else _seconds("timeout", timeout, ConfigurationError)
         try:
-            worker.stop(seconds)
+            worker.stop(_optional_seconds("timeout", timeout))
         finally:
             assert executor is not None
             executor.close()
@@ -360,7 +422,7 @@ class App:
         """Run a worker in the foreground until SIGINT or SIGTERM, then stop gracefully.
         A second signal during the stop interrupts it."""
         stop_requested = threading.Event()
-        installed = {}
+        installed: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
 
             def request_stop(signum: int, frame: Any) -> None:
@@ -389,10 +451,10 @@ class App:
             worker.wait_drained()
         finally:
             try:
-                worker.stop(self.stop_timeout)
+                worker.stop()
             finally:
                 executor.close()
-        return int(worker.processed)
+        return worker.processed
 
     def notify(self) -> None:
         """Wake this scope's workers, in this process and every other, to look for jobs now."""
@@ -400,7 +462,7 @@ class App:
 
     # -- inspection and control ---------------------------------------------------------------
 
-    def get_job(self, id: int) -> Any:
+    def get_job(self, id: int) -> Job | None:
         """The job with this id in the App's scope, or None."""
         return self._client.get_job(_integer("id", id))
 
@@ -414,12 +476,18 @@ class App:
         offset: int = 0,
         order_by: str = "id",
         descending: bool = False,
-    ) -> list[Any]:
+    ) -> list[Job]:
         """Jobs of this scope matching every filter given. ``search`` is a case-insensitive
         substring of the action, the params (as JSON text) or the error."""
-        states = _states(state)
         return self._client.list_jobs(
-            queue, action, states, search, order_by, bool(descending), _integer("limit", limit), _integer("offset", offset)
+            queue,
+            action,
+            _states(state),
+            search,
+            order_by,
+            bool(descending),
+            _integer("limit", limit),
+            _integer("offset", offset),
         )
 
     def paginate_jobs(self, page_size: int = 20, page_number: int = 1, **filters: Any) -> Page:
@@ -427,7 +495,7 @@ class App:
         page_size, page_number = _integer("page_size", page_size), _integer("page_number", page_number)
         if page_size < 1 or page_number < 1:
             raise InvalidOptionError("page_size and page_number must be at least 1")
-        unknown = set(filters) - {"queue", "action", "state", "search", "order_by", "descending"}
+        unknown = set(filters) - _FILTERS
         if unknown:
             raise InvalidOptionError(f"unknown filters: {sorted(unknown)}")
         data = self.list_jobs(limit=page_size, offset=(page_number - 1) * page_size, **filters)
@@ -436,25 +504,10 @@ class App:
         )
         return Page(data=data, total=total, page_number=page_number, page_size=page_size)
 
-    def retry_job(self, id: int) -> Any:
+    def retry_job(self, id: int) -> Job:
         """Make a waiting, failed or discarded job run again now (with at least one attempt left)."""
         return self._client.retry_job(_integer("id", id))
 
-    def cancel_job(self, id: int) -> Any:
+    def cancel_job(self, id: int) -> Job:
         """Discard a job that has not finished and is not running."""
         return self._client.cancel_job(_integer("id", id))
-
-
-def _states(state: Any) -> list[str] | None:
-    if state is None:
-        return None
-    if isinstance(state, str):
-        return [str(state.value) if hasattr(state, "value") else state]
-    return [str(s.value) if hasattr(s, "value") else str(s) for s in state]
-
-
-def _only_job_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - (_JOB_OPTIONS - {"queue", "action", "params"})
-    if unknown:
-        raise InvalidOptionError(f"unknown job options: {sorted(unknown)}")
-    return dict(options)

@@ -1,15 +1,26 @@
 # Stubs of the private Rust extension; users import from `ferroq`.
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any, TypeAlias, final
+from typing import Any, final
 
-__all__ = ["DEFAULT_MAX_PARAMS_SIZE", "MAX_NAME_CHARS", "Client", "Job", "WorkerHandle", "__version__"]
+from ._executor import Executor
+from ._state import JobState
+
+__all__ = [
+    "DEFAULT_CLEANUP_INTERVAL",
+    "JOB_STATES",
+    "CallerStatement",
+    "Client",
+    "Job",
+    "JobSpec",
+    "Outcome",
+    "WorkerHandle",
+    "__version__",
+]
 
 __version__: str
-MAX_NAME_CHARS: int
-DEFAULT_MAX_PARAMS_SIZE: int
-
-_JobSpec: TypeAlias = tuple[str, str, str, datetime | None, float | None, float, float, int, int]
+DEFAULT_CLEANUP_INTERVAL: float
+JOB_STATES: tuple[str, ...]
 
 @final
 class Job:
@@ -30,11 +41,13 @@ class Job:
     @property
     def sequence(self) -> int: ...
     @property
-    def state(self) -> str: ...
+    def state(self) -> JobState: ...
     @property
     def attempts(self) -> int: ...
     @property
     def max_attempts(self) -> int: ...
+    @property
+    def is_last_attempt(self) -> bool: ...
     @property
     def timeout(self) -> float: ...
     @property
@@ -56,69 +69,123 @@ class Job:
     @property
     def result(self) -> Any: ...
     def complete(self, connection: Any) -> bool: ...
+    def acomplete(self, connection: Any) -> Awaitable[bool]: ...
+
+@final
+class JobSpec:
+    def __new__(
+        cls,
+        queue: str,
+        action: str,
+        params: str,
+        *,
+        scheduled_at: datetime | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        max_backoff: float | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+    ) -> JobSpec: ...
+
+@final
+class Outcome:
+    @staticmethod
+    def completed(result: str | None = None) -> Outcome: ...
+    @staticmethod
+    def failed(error: str, backoff: float | None = None) -> Outcome: ...
+    @staticmethod
+    def snoozed(seconds: float) -> Outcome: ...
+    @staticmethod
+    def discarded(reason: str) -> Outcome: ...
+    @staticmethod
+    def released() -> Outcome: ...
+
+@final
+class CallerStatement:
+    @property
+    def backend(self) -> str: ...
+    def render(self, style: str) -> tuple[str, tuple[str | int, ...]]: ...
+    def result(self, rows: Sequence[Sequence[Any]]) -> Any: ...
 
 @final
 class WorkerHandle:
-    def report_completed(self, job: Job, result: str | None = None) -> None: ...
-    def report_failed(self, job: Job, error: str, backoff: float | None = None) -> None: ...
-    def report_snoozed(self, job: Job, seconds: float) -> None: ...
-    def report_discarded(self, job: Job, reason: str) -> None: ...
-    def report_released(self, job: Job) -> None: ...
-    def report_many(self, outcomes: list[tuple[Job, str, str | None, float | None]]) -> None: ...
+    def report_many(self, outcomes: Sequence[tuple[Job, Outcome]]) -> None: ...
     @property
     def processed(self) -> int: ...
     @property
     def in_flight(self) -> int: ...
     def wait_drained(self) -> None: ...
-    def stop(self, timeout: float) -> None: ...
+    def stop(self, timeout: float | None = None) -> None: ...
 
 @final
 class Client:
     def __new__(
         cls,
-        database_url: str,
-        scope: str,
-        concurrent_queues: dict[str, int],
-        max_params_size: int,
-        connect_timeout: float,
-        pool_size: int,
-        wakeup_interval: float,
+        database_url: str | None = None,
+        *,
+        scope: str | None = None,
+        queues: dict[str, int] | None = None,
+        max_params_size: int | None = None,
+        connect_timeout: float | None = None,
+        wakeup_interval: float | None = None,
+        pool_size: int | None = None,
+        concurrency: int | None = None,
+        poll_interval: float | None = None,
+        lease_ttl: float | None = None,
+        cleanup_interval: float | None = None,
+        job_retention: float | None = None,
+        stop_timeout: float | None = None,
+        worker_name: str | None = None,
     ) -> Client: ...
     @property
+    def database_url(self) -> str: ...
+    @property
     def scope(self) -> str: ...
-    def migrate(self) -> list[int]: ...
-    def insert_jobs(self, specs: list[_JobSpec]) -> list[Job]: ...
-    def ainsert_jobs(self, specs: list[_JobSpec]) -> Awaitable[list[Job]]: ...
-    def external_insert(self, specs: list[_JobSpec]) -> tuple[str, list[tuple[Any, ...]]]: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def queues(self) -> dict[str, int]: ...
+    @property
+    def concurrency(self) -> int: ...
+    @concurrency.setter
+    def concurrency(self, value: int) -> None: ...
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def lease_ttl(self) -> float: ...
+    @property
+    def cleanup_interval(self) -> float | None: ...
+    @property
+    def job_retention(self) -> float: ...
+    @property
+    def stop_timeout(self) -> float: ...
+    @property
+    def worker_name(self) -> str: ...
     def close(self) -> None: ...
-    @staticmethod
-    def job_from_row(row: tuple[Any, ...]) -> Job: ...
+    def migrate(self) -> list[int]: ...
+    def insert_jobs(self, specs: Sequence[JobSpec]) -> list[Job]: ...
+    def ainsert_jobs(self, specs: Sequence[JobSpec]) -> Awaitable[list[Job]]: ...
+    def caller_insert(self, specs: Sequence[JobSpec]) -> CallerStatement: ...
     def get_job(self, id: int) -> Job | None: ...
     def list_jobs(
         self,
-        queue: str | None,
-        action: str | None,
-        states: list[str] | None,
-        search: str | None,
-        order_by: str,
-        descending: bool,
-        limit: int,
-        offset: int,
+        queue: str | None = None,
+        action: str | None = None,
+        states: Sequence[str] | None = None,
+        search: str | None = None,
+        order_by: str = "id",
+        descending: bool = False,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Job]: ...
-    def count_jobs(self, queue: str | None, action: str | None, states: list[str] | None, search: str | None) -> int: ...
+    def count_jobs(
+        self,
+        queue: str | None = None,
+        action: str | None = None,
+        states: Sequence[str] | None = None,
+        search: str | None = None,
+    ) -> int: ...
     def retry_job(self, id: int) -> Job: ...
     def cancel_job(self, id: int) -> Job: ...
     def notify(self) -> None: ...
-    def start_worker(
-        self,
-        executor: Any,
-        concurrency: int,
-        poll_interval: float,
-        lease_ttl: float,
-        cleanup_interval: float | None,
-        job_retention: float,
-        worker_name: str,
-        drain: bool,
-    ) -> WorkerHandle: ...
-    @staticmethod
-    def default_backoff(attempts: int, max_backoff: float) -> float: ...
+    def start_worker(self, executor: Executor, *, drain: bool = False) -> WorkerHandle: ...

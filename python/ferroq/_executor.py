@@ -11,18 +11,18 @@ blocking queue stays locked until then.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import inspect
 import json
 import threading
-import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ._core import Job, Outcome, WorkerHandle
 from ._outcomes import Discard, Fail, Snooze
+from ._watchdog import ShutdownInterrupt, Watchdog
 from .errors import JobTimeoutError
 
 __all__ = ["Executor", "Performer"]
@@ -35,90 +35,24 @@ class Performer:
     action: str
     fn: Callable[..., Any]
     is_async: bool
-    backoff: Callable[[Any], float] | None = None
-    on_failure: Callable[[Any, str], Any] | None = None
+    backoff: Callable[[Job], float] | None = None
+    on_failure: Callable[[Job, str], Any] | None = None
 
-
-class _ShutdownInterrupt(BaseException):
-    """Raised in a sync performer's thread when a stop ran out of time; not a job failure."""
-
-
-def _set_async_exc(thread_ident: int, exc_type: type[BaseException] | None) -> None:
-    # None clears an exception that was sent but not yet raised.
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_ident), ctypes.py_object(exc_type) if exc_type else None)
-
-
-class _Watchdog:
-    """One thread that interrupts sync performers past their deadline."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._armed: dict[int, list[Any]] = {}  # key -> [deadline, thread ident, fired exc type]
-        self._next_key = 0
-        self._thread: threading.Thread | None = None
-        self._closed = False
-
-    def arm(self, timeout: float) -> int:
-        with self._cond:
-            self._next_key += 1
-            key = self._next_key
-            self._armed[key] = [_monotonic() + timeout, threading.get_ident(), None]
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ferroq-watchdog", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-            return key
-
-    def disarm(self, key: int) -> type[BaseException] | None:
-        """Stop watching; returns the exception type sent to the thread, if any was."""
-        with self._cond:
-            _deadline, ident, fired = self._armed.pop(key)
-            if fired is not None:
-                _set_async_exc(ident, None)
-            return fired
-
-    def interrupt_all(self) -> None:
-        with self._cond:
-            for entry in self._armed.values():
-                if entry[2] is None:
-                    entry[2] = _ShutdownInterrupt
-                    _set_async_exc(entry[1], _ShutdownInterrupt)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        with self._cond:
-            while not self._closed:
-                now = _monotonic()
-                wait = None
-                for entry in self._armed.values():
-                    if entry[2] is not None:
-                        continue
-                    if entry[0] <= now:
-                        entry[2] = JobTimeoutError
-                        _set_async_exc(entry[1], JobTimeoutError)
-                    else:
-                        wait = entry[0] - now if wait is None else min(wait, entry[0] - now)
-                self._cond.wait(wait)
-
-
-_monotonic = time.monotonic
 
 #: How often the asyncio thread looks for tasks past their timeout.
 _ASYNC_TIMEOUT_SWEEP = 0.05
-
-#: (kind, text, seconds) as WorkerHandle.report_many takes them, without the job.
-Outcome = tuple[str, "str | None", "float | None"]
 
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
 
 
-def _timeout_error(job: Any) -> str:
+async def _completion(awaitable: Awaitable[Any]) -> Any:
+    """``awaitable`` as a coroutine, which ``asyncio.run`` needs."""
+    return await awaitable
+
+
+def _timeout_error(job: Job) -> str:
     return f"timeout: the job ran longer than its timeout of {job.timeout:g} s"
 
 
@@ -127,28 +61,28 @@ class Executor:
 
     def __init__(self, performers: dict[str, Performer], concurrency: int) -> None:
         self._performers = performers
-        self._handle: Any = None
+        self._handle: WorkerHandle | None = None
         self._bound = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ferroq-performer")
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         # Loop-thread state: running tasks with their job, performer and deadline.
-        self._tasks: dict[asyncio.Task[Any], tuple[Any, Performer, float]] = {}
+        self._tasks: dict[asyncio.Task[Any], tuple[Job, Performer, float]] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._sweeping = False
-        self._pending: list[tuple[Any, str, str | None, float | None]] = []
+        self._pending: list[tuple[Job, Outcome]] = []
         self._flush_scheduled = False
         self._stopping = False
 
     # -- called by the Rust worker ------------------------------------------------------------
 
-    def bind(self, handle: Any) -> None:
+    def bind(self, handle: WorkerHandle) -> None:
         """Attach the worker handle that outcomes are reported to."""
         self._handle = handle
         self._bound.set()
 
-    def submit(self, jobs: list[Any]) -> None:
+    def submit(self, jobs: list[Job]) -> None:
         """Start a claimed batch. Called once per batch from the dispatch thread."""
         self._bound.wait()
         async_batch = []
@@ -157,7 +91,7 @@ class Executor:
             if performer is None:
                 known = ", ".join(sorted(self._performers)) or "none"
                 error = f"no performer registered for action {job.action!r} (registered: {known})"
-                self._handle.report_many([(job, "failed", error, None)])
+                self._report([(job, Outcome.failed(error))])
             elif performer.is_async:
                 async_batch.append((job, performer))
             else:
@@ -184,7 +118,7 @@ class Executor:
 
     # -- sync performers ----------------------------------------------------------------------
 
-    def _run_sync(self, job: Any, performer: Performer) -> None:
+    def _run_sync(self, job: Job, performer: Performer) -> None:
         key = self._watchdog.arm(job.timeout)
         fired: type[BaseException] | None = None
         outcome: Outcome
@@ -193,33 +127,36 @@ class Executor:
                 value = performer.fn(job)
             finally:
                 fired = self._watchdog.disarm(key)
-        except (JobTimeoutError, _ShutdownInterrupt):
+        except (JobTimeoutError, ShutdownInterrupt):
             value = None
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is the attempt's outcome
             if fired is None:
                 self._deliver(job, self._failure_now(job, performer, _describe(exc)))
                 return
-        if fired is _ShutdownInterrupt:
-            outcome = ("released", None, None)
+        if fired is ShutdownInterrupt:
+            outcome = Outcome.released()
         elif fired is JobTimeoutError:
             outcome = self._failure_now(job, performer, _timeout_error(job))
         else:
             outcome = self._returned(job, performer, value)
         self._deliver(job, outcome)
 
-    def _deliver(self, job: Any, outcome: Outcome) -> None:
-        self._handle.report_many([(job, *outcome)])
+    def _deliver(self, job: Job, outcome: Outcome) -> None:
+        self._report([(job, outcome)])
 
-    def _failure_now(self, job: Any, performer: Performer, error: str) -> Outcome:
+    def _report(self, outcomes: list[tuple[Job, Outcome]]) -> None:
+        assert self._handle is not None, "submit() waits for bind()"
+        self._handle.report_many(outcomes)
+
+    def _failure_now(self, job: Job, performer: Performer, error: str) -> Outcome:
         """A failure outcome, running an async on_failure hook to completion on this thread."""
-        outcome, hook = self._failure(job, performer, error)
-        if hook is None:
-            return outcome
-        try:
-            asyncio.run(hook)
-        except Exception as exc:  # noqa: BLE001
-            return (outcome[0], f"{outcome[1]}\non_failure hook raised: {_describe(exc)}", outcome[2])
-        return outcome
+        error, backoff, hook = self._failure(job, performer, error)
+        if hook is not None:
+            try:
+                asyncio.run(_completion(hook))
+            except Exception as exc:  # noqa: BLE001
+                error += f"\non_failure hook raised: {_describe(exc)}"
+        return Outcome.failed(error, backoff)
 
     # -- async performers ---------------------------------------------------------------------
 
@@ -243,7 +180,7 @@ class Executor:
             self._loop = loop
         return self._loop
 
-    def _start_tasks(self, batch: list[tuple[Any, Performer]]) -> None:
+    def _start_tasks(self, batch: list[tuple[Job, Performer]]) -> None:
         loop = self._loop
         assert loop is not None
         now = loop.time()
@@ -283,36 +220,40 @@ class Executor:
         job, performer, _deadline = self._tasks.pop(task)
         self._finish_task(task, job, performer)
 
-    def _finish_task(self, task: asyncio.Task[Any], job: Any, performer: Performer) -> None:
-        hook = None
+    def _finish_task(self, task: asyncio.Task[Any], job: Job, performer: Performer) -> None:
+        failure = None
         if task in self._timed_out:
             # Timed out, whether or not the performer swallowed the cancellation.
             self._timed_out.discard(task)
-            outcome, hook = self._failure(job, performer, _timeout_error(job))
+            failure = self._failure(job, performer, _timeout_error(job))
         elif task.cancelled():
             if self._stopping:
-                outcome = ("released", None, None)
+                outcome = Outcome.released()
             else:
-                outcome, hook = self._failure(job, performer, "cancelled: the performer's task was cancelled")
-        elif task.exception() is not None:
-            outcome, hook = self._failure(job, performer, _describe(task.exception()))  # type: ignore[arg-type]
+                failure = self._failure(job, performer, "cancelled: the performer's task was cancelled")
+        elif (exc := task.exception()) is not None:
+            failure = self._failure(job, performer, _describe(exc))
         else:
             outcome = self._returned(job, performer, task.result())
-        if hook is None:
+        if failure is None:
             self._queue_outcome(job, outcome)
+            return
+        error, backoff, hook = failure
+        if hook is None:
+            self._queue_outcome(job, Outcome.failed(error, backoff))
         else:
-            asyncio.ensure_future(self._await_hook(job, outcome, hook), loop=self._loop)
+            asyncio.ensure_future(self._await_hook(job, error, backoff, hook), loop=self._loop)
 
-    async def _await_hook(self, job: Any, outcome: Outcome, hook: Any) -> None:
+    async def _await_hook(self, job: Job, error: str, backoff: float | None, hook: Awaitable[Any]) -> None:
         try:
             await hook
         except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
-            outcome = (outcome[0], f"{outcome[1]}\non_failure hook raised: {_describe(exc)}", outcome[2])
-        self._queue_outcome(job, outcome)
+            error += f"\non_failure hook raised: {_describe(exc)}"
+        self._queue_outcome(job, Outcome.failed(error, backoff))
 
-    def _queue_outcome(self, job: Any, outcome: Outcome) -> None:
+    def _queue_outcome(self, job: Job, outcome: Outcome) -> None:
         """Collect the outcomes of this loop iteration; they cross to Rust in one call."""
-        self._pending.append((job, *outcome))
+        self._pending.append((job, outcome))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             assert self._loop is not None
@@ -321,29 +262,29 @@ class Executor:
     def _flush_outcomes(self) -> None:
         pending, self._pending = self._pending, []
         self._flush_scheduled = False
-        self._handle.report_many(pending)
+        self._report(pending)
 
     # -- outcomes -----------------------------------------------------------------------------
 
-    def _returned(self, job: Any, performer: Performer, value: Any) -> Outcome:
+    def _returned(self, job: Job, performer: Performer, value: Any) -> Outcome:
         """The outcome of a performer that returned ``value``."""
         if isinstance(value, Fail):
             return self._failure_now(job, performer, str(value.reason))
         if isinstance(value, Snooze):
-            return ("snoozed", None, value.delay)
+            return Outcome.snoozed(value.delay)
         if isinstance(value, Discard):
-            return ("discarded", str(value.reason), None)
+            return Outcome.discarded(str(value.reason))
         if value is None:
-            return ("completed", None, None)
+            return Outcome.completed()
         try:
             result = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             return self._failure_now(job, performer, f"the performer returned a value that is not JSON: {exc}")
-        return ("completed", result, None)
+        return Outcome.completed(result)
 
-    def _failure(self, job: Any, performer: Performer, error: str) -> tuple[Outcome, Any]:
+    def _failure(self, job: Job, performer: Performer, error: str) -> tuple[str, float | None, Awaitable[Any] | None]:
         """A failed attempt: custom backoff, and the on_failure hook on the last attempt.
-        Returns the outcome and, if the hook is a coroutine, the awaitable still to run."""
+        Returns the error, the backoff and, if the hook is a coroutine, the awaitable still to run."""
         backoff = None
         if performer.backoff is not None:
             try:
@@ -351,7 +292,7 @@ class Executor:
             except Exception as exc:  # noqa: BLE001
                 error += f"\nbackoff function raised, default backoff used: {_describe(exc)}"
         pending = None
-        if performer.on_failure is not None and job.attempts >= job.max_attempts:
+        if performer.on_failure is not None and job.is_last_attempt:
             try:
                 result = performer.on_failure(job, error)
             except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
@@ -359,4 +300,4 @@ class Executor:
             else:
                 if inspect.isawaitable(result):
                     pending = result
-        return ("failed", error, backoff), pending
+        return error, backoff, pending

@@ -23,8 +23,8 @@ class Snooze:
 
     @property
     def delay(self) -> float:
-        seconds = self.seconds.total_seconds() if isinstance(self.seconds, timedelta) else float(self.seconds)
-        return max(seconds, 0.0)
+        """The snooze in seconds (the engine treats a negative one as zero)."""
+        return self.seconds.total_seconds() if isinstance(self.seconds, timedelta) else float(self.seconds)
 
 
 @dataclass(frozen=True)

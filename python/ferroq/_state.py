@@ -1,8 +1,11 @@
-"""Job states, as stored in the ``state`` column."""
+"""Job states, as stored in the ``state`` column. The engine owns the list; this enum spells
+it out for type checkers and is checked against it on import."""
 
 from __future__ import annotations
 
 import enum
+
+from . import _core
 
 __all__ = ["JobState"]
 
@@ -20,3 +23,7 @@ class JobState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+if tuple(JobState) != _core.JOB_STATES:  # pragma: no cover - a build mixing two versions
+    raise ImportError(f"ferroq.JobState {tuple(JobState)} does not match the engine's states {_core.JOB_STATES}")

@@ -1,399 +1,189 @@
-//! `ferroq._core.Client`: the store of one App (scope, concurrent queues, limits) with the
-//! operations the Python `App` exposes. Inputs are converted to owned Rust values first; the
-//! GIL is released for every database round trip.
+//! `ferroq._core.Client`: the binding of [`crate::client::Client`]. Converts arguments to owned
+//! Rust values, releases the GIL for every database round trip, and wraps what comes back.
+//! Defaults and checks live in the core; a `None` here means "the default".
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
-use std::sync::Mutex;
 
-use tokio::sync::{Notify, OnceCell};
-
-use crate::config::{validate_name, validate_new_job, ClientConfig, WorkerConfig};
-use crate::error::{Error, Result};
-use crate::job::{Job, NewJob, Schedule};
+use crate::client::Client;
+use crate::config::AppOptions;
+use crate::job::{Job, JobSpec};
+use crate::py::caller_tx::PyCallerStatement;
 use crate::py::job::PyJob;
+use crate::py::job_spec::PyJobSpec;
+use crate::py::runtime::{block_on, runtime};
 use crate::py::worker::{PyDispatcher, WorkerHandle};
-use crate::runtime::{block_on, runtime};
-use crate::store::{self, Backend, JobFilter, OrderBy, Store, Transition};
-use crate::worker::Worker;
-
-/// One job to insert as Python hands it over, types already checked by `ferroq/_app.py`:
-/// (queue, action, params JSON, scheduled_at, delay seconds, timeout, max_backoff,
-/// max_attempts, priority).
-type JobSpec = (
-    String,
-    String,
-    String,
-    Option<DateTime<Utc>>,
-    Option<f64>,
-    f64,
-    f64,
-    i64,
-    i64,
-);
+use crate::store::JobFilter;
 
 /// The storage side of one App.
-#[pyclass(frozen, module = "ferroq._core")]
-pub struct Client {
-    config: ClientConfig,
-    /// Built on first use so that an App can be created at import time; dropped by `close`.
-    store: Mutex<Option<Arc<dyn Store>>>,
-    /// Set once the schema is known to exist (stores that create it on first use).
-    schema_ready: OnceCell<()>,
-    /// Wakes this process's worker when this process enqueues, without a database round trip.
-    wake: Arc<Notify>,
+#[pyclass(frozen, name = "Client", module = "ferroq._core")]
+pub struct PyClient {
+    inner: Arc<Client>,
 }
 
-impl Client {
-    /// The store, whose pool connects lazily on first use; on SQLite the schema is created
-    /// then too.
-    async fn store(&self) -> Result<Arc<dyn Store>> {
-        let store = {
-            let mut slot = self.store.lock().unwrap();
-            match slot.as_ref() {
-                Some(store) => store.clone(),
-                None => slot.insert(store::open(&self.config)?).clone(),
-            }
-        };
-        if store.creates_schema_on_first_use() {
-            self.schema_ready
-                .get_or_try_init(|| async { store.migrate().await.map(|_| ()) })
-                .await?;
-        }
-        Ok(store)
-    }
+fn specs(specs: Vec<PyRef<'_, PyJobSpec>>) -> Vec<JobSpec> {
+    specs.iter().map(|spec| spec.inner.clone()).collect()
+}
 
-    fn new_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<NewJob>> {
-        specs
-            .into_iter()
-            .map(
-                |(
-                    queue,
-                    action,
-                    params,
-                    scheduled_at,
-                    delay,
-                    timeout,
-                    max_backoff,
-                    max_attempts,
-                    priority,
-                )| {
-                    let schedule = match (scheduled_at, delay) {
-                        (Some(_), Some(_)) => {
-                            return Err(Error::InvalidSchedule(
-                                "give either scheduled_at or delay, not both".into(),
-                            ))
-                        }
-                        (Some(at), None) => Schedule::At(at),
-                        (None, Some(seconds)) => Schedule::In(seconds),
-                        (None, None) => Schedule::Now,
-                    };
-                    let max_attempts = i32::try_from(max_attempts).map_err(|_| {
-                        Error::InvalidOption(format!("max_attempts {max_attempts} is out of range"))
-                    })?;
-                    let priority = i32::try_from(priority).map_err(|_| {
-                        Error::InvalidOption(format!("priority {priority} is out of range"))
-                    })?;
-                    let job = NewJob {
-                        blocking: self.config.is_blocking(&queue),
-                        queue,
-                        action,
-                        params,
-                        schedule,
-                        timeout,
-                        max_backoff,
-                        max_attempts,
-                        priority,
-                    };
-                    validate_new_job(&job, self.config.max_params_size)?;
-                    Ok(job)
-                },
-            )
-            .collect()
-    }
-
-    /// Retry or cancel. Either can unblock a blocking queue (a cancelled retrying head) or
-    /// make a job runnable now, so workers here and in other processes are told.
-    fn transition<F, Fut>(&self, py: Python<'_>, id: i64, change: F) -> PyResult<PyJob>
-    where
-        F: FnOnce(Arc<dyn Store>, String) -> Fut + Send,
-        Fut: std::future::Future<Output = Result<Transition>> + Send,
-    {
-        let outcome = block_on(py, async {
-            let store = self.store().await?;
-            let outcome = change(store.clone(), self.config.scope.clone()).await?;
-            if matches!(outcome, Transition::Done(_)) {
-                self.wake.notify_one();
-                store.notify(&self.config.scope).await?;
-            }
-            Ok::<_, Error>(outcome)
-        })?;
-        match outcome {
-            Transition::Done(job) => Ok(PyJob::new(job, None)),
-            Transition::NotFound => Err(Error::JobNotFound(id).into()),
-            Transition::WrongState(message) => Err(Error::JobState(message).into()),
-        }
-    }
-
-    fn wrap(jobs: Vec<Job>) -> Vec<PyJob> {
-        jobs.into_iter().map(|job| PyJob::new(job, None)).collect()
-    }
-
-    fn filter(
-        queue: Option<String>,
-        action: Option<String>,
-        states: Option<Vec<String>>,
-        search: Option<String>,
-        order_by: &str,
-        descending: bool,
-        limit: i64,
-        offset: i64,
-    ) -> Result<JobFilter> {
-        if let Some(states) = &states {
-            for state in states {
-                if crate::job::JobState::parse(state).is_none() {
-                    return Err(Error::InvalidOption(format!(
-                        "unknown job state {state:?}: use scheduled, available, running, retryable, completed, failed or discarded"
-                    )));
-                }
-            }
-        }
-        if limit < 0 || offset < 0 {
-            return Err(Error::InvalidOption(
-                "limit and offset must not be negative".into(),
-            ));
-        }
-        Ok(JobFilter {
-            queue,
-            action,
-            states,
-            search,
-            order_by: OrderBy::parse(order_by)?,
-            descending,
-            limit,
-            offset,
-        })
-    }
+fn wrap(jobs: Vec<Job>) -> Vec<PyJob> {
+    jobs.into_iter().map(PyJob::listed).collect()
 }
 
 #[pymethods]
-impl Client {
+impl PyClient {
     #[new]
-    #[pyo3(signature = (database_url, scope, concurrent_queues, max_params_size, connect_timeout, pool_size, wakeup_interval))]
+    #[pyo3(signature = (
+        database_url=None, *, scope=None, queues=None, max_params_size=None,
+        connect_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
+        poll_interval=None, lease_ttl=None, cleanup_interval=None, job_retention=None,
+        stop_timeout=None, worker_name=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
-        database_url: String,
-        scope: String,
-        concurrent_queues: HashMap<String, u32>,
-        max_params_size: usize,
-        connect_timeout: f64,
-        pool_size: usize,
-        wakeup_interval: f64,
-    ) -> PyResult<Client> {
-        for (name, seconds) in [
-            ("connect_timeout", connect_timeout),
-            ("wakeup_interval", wakeup_interval),
-        ] {
-            if !(seconds.is_finite() && seconds > 0.0) {
-                return Err(Error::Configuration(format!(
-                    "{name} must be a positive number of seconds"
-                ))
-                .into());
-            }
-        }
-        let config = ClientConfig {
+        database_url: Option<String>,
+        scope: Option<String>,
+        queues: Option<HashMap<String, i64>>,
+        max_params_size: Option<i64>,
+        connect_timeout: Option<f64>,
+        wakeup_interval: Option<f64>,
+        pool_size: Option<i64>,
+        concurrency: Option<i64>,
+        poll_interval: Option<f64>,
+        lease_ttl: Option<f64>,
+        cleanup_interval: Option<f64>,
+        job_retention: Option<f64>,
+        stop_timeout: Option<f64>,
+        worker_name: Option<String>,
+    ) -> PyResult<PyClient> {
+        let client = Client::new(AppOptions {
             database_url,
             scope,
-            concurrent_queues,
+            queues: queues.unwrap_or_default(),
             max_params_size,
-            connect_timeout: Duration::from_secs_f64(connect_timeout),
-            pool_size: pool_size.max(2),
-            wakeup_interval: Duration::from_secs_f64(wakeup_interval),
-        };
-        store::check_url(&config.database_url)?;
-        config.validate()?;
-        Ok(Client {
-            config,
-            store: Mutex::new(None),
-            schema_ready: OnceCell::new(),
-            wake: Arc::new(Notify::new()),
+            connect_timeout,
+            wakeup_interval,
+            pool_size,
+            concurrency,
+            poll_interval,
+            lease_ttl,
+            cleanup_interval,
+            job_retention,
+            stop_timeout,
+            worker_name,
+        })?;
+        Ok(PyClient {
+            inner: Arc::new(client),
         })
+    }
+
+    #[getter]
+    fn database_url(&self) -> &str {
+        &self.inner.config().database_url
+    }
+    #[getter]
+    fn scope(&self) -> &str {
+        &self.inner.config().scope
+    }
+    /// `"postgres"` or `"sqlite"`.
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.inner.backend().name()
+    }
+    #[getter]
+    fn queues(&self) -> HashMap<String, u32> {
+        self.inner.config().concurrent_queues.clone()
+    }
+    #[getter]
+    fn concurrency(&self) -> u32 {
+        self.inner.worker_config().concurrency
+    }
+    #[setter]
+    fn set_concurrency(&self, concurrency: i64) -> PyResult<()> {
+        Ok(self.inner.set_concurrency(concurrency)?)
+    }
+    #[getter]
+    fn poll_interval(&self) -> f64 {
+        self.inner.worker_config().poll_interval.as_secs_f64()
+    }
+    #[getter]
+    fn lease_ttl(&self) -> f64 {
+        self.inner.worker_config().lease_ttl.as_secs_f64()
+    }
+    #[getter]
+    fn cleanup_interval(&self) -> Option<f64> {
+        self.inner
+            .worker_config()
+            .cleanup_interval
+            .map(|d| d.as_secs_f64())
+    }
+    #[getter]
+    fn job_retention(&self) -> f64 {
+        self.inner.worker_config().job_retention.as_secs_f64()
+    }
+    #[getter]
+    fn stop_timeout(&self) -> f64 {
+        self.inner.worker_config().stop_timeout.as_secs_f64()
+    }
+    #[getter]
+    fn worker_name(&self) -> String {
+        self.inner.worker_config().worker_name
     }
 
     /// Close the connection pool. A later operation opens a new one.
     fn close(&self) {
-        if let Some(store) = self.store.lock().unwrap().take() {
-            let _context = runtime().enter();
-            store.close();
-        }
-    }
-
-    #[getter]
-    fn scope(&self) -> &str {
-        &self.config.scope
+        let _context = runtime().enter();
+        self.inner.close();
     }
 
     /// Create or upgrade the tables; returns the versions applied now.
     fn migrate(&self, py: Python<'_>) -> PyResult<Vec<i32>> {
-        Ok(block_on(py, async { self.store().await?.migrate().await })?)
+        Ok(block_on(py, self.inner.migrate())?)
     }
 
     /// Insert jobs in one round trip.
-    fn insert_jobs(&self, py: Python<'_>, specs: Vec<JobSpec>) -> PyResult<Vec<PyJob>> {
-        let jobs = self.new_jobs(specs)?;
-        let inserted = block_on(py, async {
-            self.store()
-                .await?
-                .insert_jobs(&self.config.scope, &jobs)
-                .await
-        })?;
-        self.wake.notify_one();
-        Ok(Self::wrap(inserted))
+    fn insert_jobs(
+        &self,
+        py: Python<'_>,
+        specs: Vec<PyRef<'_, PyJobSpec>>,
+    ) -> PyResult<Vec<PyJob>> {
+        let specs = self::specs(specs);
+        Ok(wrap(block_on(py, self.inner.insert(specs))?))
     }
 
     /// Awaitable twin of `insert_jobs` for asyncio callers.
     fn ainsert_jobs<'py>(
-        slf: Bound<'py, Self>,
-        specs: Vec<JobSpec>,
+        &self,
+        py: Python<'py>,
+        specs: Vec<PyRef<'py, PyJobSpec>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let jobs = slf.get().new_jobs(specs)?;
-        let client: Py<Client> = slf.unbind();
+        let specs = self::specs(specs);
+        let client = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let this = client.get();
-            let store = this.store().await?;
-            let inserted = store.insert_jobs(&this.config.scope, &jobs).await?;
-            this.wake.notify_one();
-            Ok(Self::wrap(inserted))
+            Ok(wrap(client.insert(specs).await?))
         })
     }
 
-    /// The insert statement and the parameter tuples to run it with on a caller's own
-    /// connection (psycopg or sqlite3), so the jobs commit or roll back with the caller's
-    /// transaction. PostgreSQL takes the whole batch as arrays in one execution; SQLite one
-    /// execution per job.
-    fn external_insert<'py>(
+    /// The insert of `specs` as a statement for the caller's own connection; see
+    /// `ferroq/_caller_tx.py`, which runs it.
+    fn caller_insert(
         &self,
-        py: Python<'py>,
-        specs: Vec<JobSpec>,
-    ) -> PyResult<(String, Bound<'py, PyList>)> {
-        let jobs = self.new_jobs(specs)?;
-        let store = block_on(py, self.store())?;
-        let at = |j: &NewJob| {
-            if let Schedule::At(t) = j.schedule {
-                Some(t)
-            } else {
-                None
-            }
-        };
-        let delay = |j: &NewJob| {
-            if let Schedule::In(d) = j.schedule {
-                Some(d)
-            } else {
-                None
-            }
-        };
-        let executions = PyList::empty(py);
-        match store.backend() {
-            Backend::Postgres => {
-                let arrays = (
-                    &self.config.scope,
-                    jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.action.as_str()).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.params.as_str()).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.blocking).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.priority).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.timeout).collect::<Vec<_>>(),
-                    jobs.iter().map(|j| j.max_backoff).collect::<Vec<_>>(),
-                    jobs.iter().map(at).collect::<Vec<_>>(),
-                    jobs.iter().map(delay).collect::<Vec<_>>(),
-                );
-                executions.append(arrays)?;
-            }
-            Backend::Sqlite => {
-                for j in &jobs {
-                    let row = (
-                        &self.config.scope,
-                        &j.queue,
-                        &j.action,
-                        &j.params,
-                        j.blocking,
-                        j.priority,
-                        j.max_attempts,
-                        j.timeout,
-                        j.max_backoff,
-                        at(j).map(|t| t.timestamp_micros()),
-                        delay(j),
-                    );
-                    executions.append(row)?;
-                }
-            }
-        }
-        Ok((store.external_insert_sql().to_string(), executions))
-    }
-
-    /// Build a Job from a row returned by the external insert (columns in `JOB_COLUMNS`
-    /// order, datetimes already converted to UTC).
-    #[staticmethod]
-    fn job_from_row(row: &Bound<'_, PyTuple>) -> PyResult<PyJob> {
-        let item = |i: usize| row.get_item(i);
-        // psycopg gives datetimes; sqlite3 gives the stored integer microseconds.
-        let time = |i: usize| -> PyResult<Option<DateTime<Utc>>> {
-            let value = item(i)?;
-            if value.is_none() {
-                return Ok(None);
-            }
-            if let Ok(micros) = value.extract::<i64>() {
-                return Ok(DateTime::from_timestamp_micros(micros));
-            }
-            Ok(Some(value.extract()?))
-        };
-        let required = |i: usize| -> PyResult<DateTime<Utc>> {
-            time(i)?.ok_or_else(|| {
-                Error::Database(format!("column {i} of the job row is empty")).into()
-            })
-        };
-        Ok(PyJob::new(
-            Job {
-                id: item(0)?.extract()?,
-                scope: item(1)?.extract()?,
-                queue: item(2)?.extract()?,
-                action: item(3)?.extract()?,
-                params: item(4)?.extract()?,
-                priority: item(5)?.extract()?,
-                sequence: item(6)?.extract()?,
-                state: item(7)?.extract()?,
-                attempts: item(8)?.extract()?,
-                max_attempts: item(9)?.extract()?,
-                timeout: item(10)?.extract()?,
-                max_backoff: item(11)?.extract()?,
-                scheduled_at: required(12)?,
-                attempted_at: time(13)?,
-                attempted_by: item(14)?.extract()?,
-                next_attempt_at: time(15)?,
-                done_at: time(16)?,
-                inserted_at: required(17)?,
-                error: item(18)?.extract()?,
-                result: item(19)?.extract()?,
-                lease_token: item(20)?.extract()?,
-            },
-            None,
-        ))
+        py: Python<'_>,
+        specs: Vec<PyRef<'_, PyJobSpec>>,
+    ) -> PyResult<PyCallerStatement> {
+        let specs = self::specs(specs);
+        Ok(PyCallerStatement::new(block_on(
+            py,
+            self.inner.caller_insert(specs),
+        )?))
     }
 
     fn get_job(&self, py: Python<'_>, id: i64) -> PyResult<Option<PyJob>> {
-        let job = block_on(py, async {
-            self.store().await?.get_job(&self.config.scope, id).await
-        })?;
-        Ok(job.map(|j| PyJob::new(j, None)))
+        Ok(block_on(py, self.inner.get_job(id))?.map(PyJob::listed))
     }
 
-    #[pyo3(signature = (queue, action, states, search, order_by, descending, limit, offset))]
+    #[pyo3(signature = (queue=None, action=None, states=None, search=None, order_by="id", descending=false, limit=100, offset=0))]
     #[allow(clippy::too_many_arguments)]
     fn list_jobs(
         &self,
@@ -407,19 +197,13 @@ impl Client {
         limit: i64,
         offset: i64,
     ) -> PyResult<Vec<PyJob>> {
-        let filter = Self::filter(
+        let filter = JobFilter::new(
             queue, action, states, search, order_by, descending, limit, offset,
         )?;
-        let jobs = block_on(py, async {
-            self.store()
-                .await?
-                .list_jobs(&self.config.scope, &filter)
-                .await
-        })?;
-        Ok(Self::wrap(jobs))
+        Ok(wrap(block_on(py, self.inner.list_jobs(&filter))?))
     }
 
-    #[pyo3(signature = (queue, action, states, search))]
+    #[pyo3(signature = (queue=None, action=None, states=None, search=None))]
     fn count_jobs(
         &self,
         py: Python<'_>,
@@ -428,92 +212,35 @@ impl Client {
         states: Option<Vec<String>>,
         search: Option<String>,
     ) -> PyResult<i64> {
-        let filter = Self::filter(queue, action, states, search, "id", false, 0, 0)?;
-        Ok(block_on(py, async {
-            self.store()
-                .await?
-                .count_jobs(&self.config.scope, &filter)
-                .await
-        })?)
+        let filter = JobFilter::new(queue, action, states, search, "id", false, 0, 0)?;
+        Ok(block_on(py, self.inner.count_jobs(&filter))?)
     }
 
     fn retry_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
-        self.transition(py, id, |store, scope| async move {
-            store.retry_job(&scope, id).await
-        })
+        Ok(PyJob::listed(block_on(py, self.inner.retry_job(id))?))
     }
 
     fn cancel_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
-        self.transition(py, id, |store, scope| async move {
-            store.cancel_job(&scope, id).await
-        })
+        Ok(PyJob::listed(block_on(py, self.inner.cancel_job(id))?))
     }
 
     /// Wake every worker of this scope, in this process and others.
     fn notify(&self, py: Python<'_>) -> PyResult<()> {
-        self.wake.notify_one();
-        Ok(block_on(py, async {
-            self.store().await?.notify(&self.config.scope).await
-        })?)
+        Ok(block_on(py, self.inner.notify())?)
     }
 
     /// Start a worker whose performers run in `executor` (see `ferroq/_executor.py`).
-    #[pyo3(signature = (executor, concurrency, poll_interval, lease_ttl, cleanup_interval, job_retention, worker_name, drain))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (executor, *, drain=false))]
     fn start_worker(
         &self,
         py: Python<'_>,
         executor: Py<PyAny>,
-        concurrency: u32,
-        poll_interval: f64,
-        lease_ttl: f64,
-        cleanup_interval: Option<f64>,
-        job_retention: f64,
-        worker_name: String,
         drain: bool,
     ) -> PyResult<WorkerHandle> {
-        let seconds = |name: &str, value: f64| -> Result<Duration> {
-            Duration::try_from_secs_f64(value).map_err(|_| {
-                Error::Configuration(format!(
-                    "{name} must be a non-negative number of seconds, got {value}"
-                ))
-            })
-        };
-        let config = WorkerConfig {
-            concurrency,
-            poll_interval: seconds("poll_interval", poll_interval)?,
-            lease_ttl: seconds("lease_ttl", lease_ttl)?,
-            cleanup_interval: cleanup_interval
-                .map(|s| seconds("cleanup_interval", s))
-                .transpose()?,
-            job_retention: seconds("job_retention", job_retention)?,
-            worker_name,
-            drain,
-        };
-        config.validate()?;
-        validate_name("worker name", &config.worker_name)?;
-        let store = block_on(py, self.store())?;
-        let complete_sql = store.external_complete_sql();
-        let dispatcher = Arc::new(PyDispatcher::spawn(executor, complete_sql));
-        let mut concurrent: Vec<(String, u32)> = self
-            .config
-            .concurrent_queues
-            .iter()
-            .map(|(q, n)| (q.clone(), *n))
-            .collect();
-        concurrent.sort();
-        let wake = self.wake.clone();
-        let scope = self.config.scope.clone();
-        let worker = {
-            let _guard = runtime().enter();
-            Worker::start(store, scope, concurrent, config, dispatcher.clone(), wake)
-        };
-        Ok(WorkerHandle::new(worker, dispatcher))
-    }
-
-    /// Current default backoff in seconds after `attempts` failures (exposed for tests/docs).
-    #[staticmethod]
-    fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
-        crate::job::default_backoff(attempts, max_backoff)
+        let store = block_on(py, self.inner.store())?;
+        let dispatcher = Arc::new(PyDispatcher::spawn(executor, store));
+        let worker = block_on(py, self.inner.start_worker(dispatcher.clone(), drain))?;
+        let stop_timeout = self.inner.worker_config().stop_timeout;
+        Ok(WorkerHandle::new(worker, dispatcher, stop_timeout))
     }
 }

@@ -1,11 +1,16 @@
 //! `ferroq.Job`: a read-only view of a job row. Params and result are decoded from JSON on
 //! first access only.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
+use crate::client::caller_complete;
 use crate::job::Job;
+use crate::py::caller_tx::PyCallerStatement;
+use crate::store::Store;
 
 /// A job as stored. Immutable: a new read gives a new object.
 #[pyclass(frozen, name = "Job", module = "ferroq")]
@@ -13,27 +18,76 @@ pub struct PyJob {
     pub(crate) inner: Job,
     params: PyOnceLock<Py<PyAny>>,
     result: PyOnceLock<Py<PyAny>>,
-    /// Statement that completes this attempt on a caller's connection (running jobs only).
-    complete_sql: Option<&'static str>,
+    /// The store of the worker that claimed it: builds the completion of this attempt on a
+    /// caller's connection (claimed jobs only).
+    store: Option<Arc<dyn Store>>,
 }
 
 impl PyJob {
-    pub fn new(inner: Job, complete_sql: Option<&'static str>) -> PyJob {
+    /// A job read by a listing or an insert: not an attempt of this process.
+    pub fn listed(inner: Job) -> PyJob {
+        PyJob::new(inner, None)
+    }
+
+    /// A job a worker claimed from `store`: its performer may complete it transactionally.
+    pub fn claimed(inner: Job, store: Arc<dyn Store>) -> PyJob {
+        PyJob::new(inner, Some(store))
+    }
+
+    fn new(inner: Job, store: Option<Arc<dyn Store>>) -> PyJob {
         PyJob {
             inner,
             params: PyOnceLock::new(),
             result: PyOnceLock::new(),
-            complete_sql,
+            store,
         }
     }
+
+    fn completion(&self) -> PyResult<PyCallerStatement> {
+        let Some(store) = &self.store else {
+            return Err(crate::error::Error::JobState(format!(
+                "job {} is not a running attempt: only a performer's own job can be completed",
+                self.inner.id
+            ))
+            .into());
+        };
+        Ok(PyCallerStatement::new(caller_complete(
+            store.as_ref(),
+            &self.inner,
+        )?))
+    }
+}
+
+fn cached_attr(
+    py: Python<'_>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<Py<PyAny>> {
+    cell.get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))
+        .map(|f| f.clone_ref(py))
 }
 
 fn json_loads(py: Python<'_>, text: &str) -> PyResult<Py<PyAny>> {
     static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let loads = LOADS.get_or_try_init(py, || {
-        py.import("json")?.getattr("loads").map(Bound::unbind)
-    })?;
-    Ok(loads.call1(py, (text,))?)
+    cached_attr(py, &LOADS, "json", "loads")?.call1(py, (text,))
+}
+
+/// Run a statement on the caller's connection through the driver adapters.
+fn run_on_connection(
+    py: Python<'_>,
+    asynchronous: bool,
+    connection: &Bound<'_, PyAny>,
+    statement: PyCallerStatement,
+) -> PyResult<Py<PyAny>> {
+    static EXECUTE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    static AEXECUTE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let run = if asynchronous {
+        cached_attr(py, &AEXECUTE, "ferroq._caller_tx", "aexecute")?
+    } else {
+        cached_attr(py, &EXECUTE, "ferroq._caller_tx", "execute")?
+    };
+    run.call1(py, (connection, statement))
 }
 
 #[pymethods]
@@ -68,9 +122,12 @@ impl PyJob {
     fn sequence(&self) -> i64 {
         self.inner.sequence
     }
+    /// A `ferroq.JobState` (a `str` enum: it compares equal to the state's name).
     #[getter]
-    fn state(&self) -> &str {
-        &self.inner.state
+    fn state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        static JOB_STATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        cached_attr(py, &JOB_STATE, "ferroq._state", "JobState")?
+            .call1(py, (self.inner.state.as_str(),))
     }
     #[getter]
     fn attempts(&self) -> i32 {
@@ -79,6 +136,11 @@ impl PyJob {
     #[getter]
     fn max_attempts(&self) -> i32 {
         self.inner.max_attempts
+    }
+    /// Whether a failure of this attempt ends the job as failed rather than retrying it.
+    #[getter]
+    fn is_last_attempt(&self) -> bool {
+        self.inner.is_last_attempt()
     }
     #[getter]
     fn timeout(&self) -> f64 {
@@ -128,21 +190,16 @@ impl PyJob {
     }
 
     /// Mark this attempt's job completed inside the caller's open transaction on `connection`
-    /// (a DB-API connection to the same database). Fenced by the attempt's lease token: returns
-    /// False, and changes nothing, if the attempt no longer holds the job. The caller commits.
-    fn complete(&self, connection: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let (Some(sql), Some(token)) = (self.complete_sql, self.inner.lease_token) else {
-            return Err(crate::error::Error::JobState(format!(
-                "job {} is not a running attempt: only a performer's own job can be completed",
-                self.inner.id
-            ))
-            .into());
-        };
-        let cursor = connection.call_method0("cursor")?;
-        cursor.call_method1("execute", (sql, (self.inner.id, token)))?;
-        let rows: i64 = cursor.getattr("rowcount")?.extract()?;
-        cursor.call_method0("close")?;
-        Ok(rows == 1)
+    /// (see `ferroq/_caller_tx.py` for the drivers). Fenced by the attempt's lease token:
+    /// returns False, and changes nothing, if the attempt no longer holds the job. The caller
+    /// commits.
+    fn complete(&self, py: Python<'_>, connection: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        run_on_connection(py, false, connection, self.completion()?)
+    }
+
+    /// Awaitable `complete` for an async connection.
+    fn acomplete(&self, py: Python<'_>, connection: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        run_on_connection(py, true, connection, self.completion()?)
     }
 
     fn __repr__(&self) -> String {

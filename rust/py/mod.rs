@@ -1,9 +1,13 @@
-//! The only PyO3 code: the `ferroq._core` module and its classes.
+//! The only PyO3 code: the `ferroq._core` module. Each file owns its classes; this one
+//! registers them.
 
+pub mod caller_tx;
 pub mod client;
 pub mod errors;
 pub mod job;
+pub mod job_spec;
 pub mod logging;
+pub mod runtime;
 pub mod worker;
 
 use pyo3::prelude::*;
@@ -12,9 +16,13 @@ use pyo3::prelude::*;
 #[pymodule]
 pub mod _core {
     #[pymodule_export]
-    use super::client::Client;
+    use super::caller_tx::PyCallerStatement;
+    #[pymodule_export]
+    use super::client::PyClient;
     #[pymodule_export]
     use super::job::PyJob;
+    #[pymodule_export]
+    use super::job_spec::{PyJobSpec, PyOutcome};
     #[pymodule_export]
     use super::worker::WorkerHandle;
 
@@ -22,11 +30,17 @@ pub mod _core {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         super::logging::install();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("MAX_NAME_CHARS", crate::config::MAX_NAME_CHARS)?;
+        // Defaults that Python signatures show where None means something else.
         m.add(
-            "DEFAULT_MAX_PARAMS_SIZE",
-            crate::config::DEFAULT_MAX_PARAMS_SIZE,
+            "DEFAULT_CLEANUP_INTERVAL",
+            crate::config::DEFAULT_CLEANUP_INTERVAL,
         )?;
+        // The state names, which `ferroq.JobState` mirrors (checked when ferroq is imported).
+        let states: Vec<&str> = crate::job::JobState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        m.add("JOB_STATES", pyo3::types::PyTuple::new(m.py(), states)?)?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The bridge between the Rust worker and the Python executor: claimed batches cross to
 //! Python on one dedicated thread, once per batch, so no tokio thread ever waits for the GIL;
-//! outcomes come back through `WorkerHandle.report_*`, which only queue them for the completer.
+//! outcomes come back through `WorkerHandle.report_many`, which only queues them for the
+//! completer.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -10,11 +11,13 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use crate::config::seconds;
 use crate::job::Job;
 use crate::py::job::PyJob;
-use crate::runtime::block_on_interruptible;
-use crate::store::Lease;
-use crate::worker::{Dispatch, Outcome, Worker};
+use crate::py::job_spec::PyOutcome;
+use crate::py::runtime::block_on_interruptible;
+use crate::store::{Lease, Store};
+use crate::worker::{Dispatch, Worker};
 
 /// Hands batches to `executor.submit(jobs)` from the thread `ferroq-dispatch`.
 pub struct PyDispatcher {
@@ -26,7 +29,7 @@ pub struct PyDispatcher {
 }
 
 impl PyDispatcher {
-    pub fn spawn(executor: Py<PyAny>, complete_sql: &'static str) -> PyDispatcher {
+    pub fn spawn(executor: Py<PyAny>, store: Arc<dyn Store>) -> PyDispatcher {
         let (sender, receiver) = mpsc::channel::<Vec<Job>>();
         let target = Python::attach(|py| executor.clone_ref(py));
         let thread = std::thread::Builder::new()
@@ -36,7 +39,7 @@ impl PyDispatcher {
                     Python::attach(|py| {
                         let jobs: Vec<PyJob> = batch
                             .into_iter()
-                            .map(|job| PyJob::new(job, Some(complete_sql)))
+                            .map(|job| PyJob::claimed(job, store.clone()))
                             .collect();
                         let submitted = PyList::new(py, jobs)
                             .and_then(|list| target.call_method1(py, "submit", (list,)));
@@ -96,19 +99,20 @@ impl Dispatch for PyDispatcher {
 pub struct WorkerHandle {
     worker: Arc<Worker>,
     dispatcher: Arc<PyDispatcher>,
+    /// How long `stop()` lets running jobs finish when not told otherwise.
+    stop_timeout: Duration,
 }
 
 impl WorkerHandle {
-    fn report(&self, job: &PyJob, outcome: Outcome) {
-        if let Some(lease) = lease_of(job) {
-            self.worker.report(lease, outcome);
-        }
-    }
-
-    pub fn new(worker: Worker, dispatcher: Arc<PyDispatcher>) -> WorkerHandle {
+    pub fn new(
+        worker: Worker,
+        dispatcher: Arc<PyDispatcher>,
+        stop_timeout: Duration,
+    ) -> WorkerHandle {
         WorkerHandle {
             worker: Arc::new(worker),
             dispatcher,
+            stop_timeout,
         }
     }
 }
@@ -123,60 +127,14 @@ fn lease_of(job: &PyJob) -> Option<Lease> {
 
 #[pymethods]
 impl WorkerHandle {
-    /// The performer returned normally; `result` is its value as JSON text (None for null).
-    #[pyo3(signature = (job, result=None))]
-    fn report_completed(&self, job: &PyJob, result: Option<String>) {
-        self.report(job, Outcome::Completed { result });
-    }
-
-    /// The attempt failed (raised, returned Fail, timed out); `backoff` overrides the delay.
-    #[pyo3(signature = (job, error, backoff=None))]
-    fn report_failed(&self, job: &PyJob, error: String, backoff: Option<f64>) {
-        self.report(job, Outcome::Failed { error, backoff });
-    }
-
-    fn report_snoozed(&self, job: &PyJob, seconds: f64) {
-        self.report(job, Outcome::Snoozed { seconds });
-    }
-
-    fn report_discarded(&self, job: &PyJob, reason: String) {
-        self.report(job, Outcome::Discarded { reason });
-    }
-
-    fn report_released(&self, job: &PyJob) {
-        self.report(job, Outcome::Released);
-    }
-
-    /// Several outcomes in one call (the asyncio thread reports once per loop iteration):
-    /// `(job, kind, text, seconds)` with kind completed (text = result JSON), failed (text =
-    /// error, seconds = backoff), snoozed (seconds), discarded (text = reason) or released.
-    fn report_many(
-        &self,
-        outcomes: Vec<(PyRef<'_, PyJob>, String, Option<String>, Option<f64>)>,
-    ) -> PyResult<()> {
-        for (job, kind, text, seconds) in outcomes {
-            let outcome = match kind.as_str() {
-                "completed" => Outcome::Completed { result: text },
-                "failed" => Outcome::Failed {
-                    error: text.unwrap_or_default(),
-                    backoff: seconds,
-                },
-                "snoozed" => Outcome::Snoozed {
-                    seconds: seconds.unwrap_or(0.0),
-                },
-                "discarded" => Outcome::Discarded {
-                    reason: text.unwrap_or_default(),
-                },
-                "released" => Outcome::Released,
-                other => {
-                    return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                        "unknown outcome kind {other:?}"
-                    )));
-                }
-            };
-            self.report(&job, outcome);
+    /// How attempts ended, in one call (the asyncio thread reports once per loop iteration).
+    /// Jobs that are not attempts of this worker are ignored.
+    fn report_many(&self, outcomes: Vec<(PyRef<'_, PyJob>, PyRef<'_, PyOutcome>)>) {
+        for (job, outcome) in outcomes {
+            if let Some(lease) = lease_of(&job) {
+                self.worker.report(lease, outcome.inner.clone());
+            }
         }
-        Ok(())
     }
 
     #[getter]
@@ -195,10 +153,14 @@ impl WorkerHandle {
         block_on_interruptible(py, async move { worker.wait_drained().await })
     }
 
-    /// Graceful stop; see `Worker::stop`.
-    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+    /// Graceful stop; see `Worker::stop`. `timeout` seconds, or the App's `stop_timeout`.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = match timeout {
+            Some(value) => seconds("timeout", value, true)?,
+            None => self.stop_timeout,
+        };
         let worker = self.worker.clone();
-        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX);
         block_on_interruptible(py, async move { worker.stop(timeout).await })?;
         let dispatcher = self.dispatcher.clone();
         py.detach(|| dispatcher.close());

@@ -1,7 +1,26 @@
 //! The storage seam: one trait method per operation. Nothing above this module knows SQL.
 
+/// A statement from a `.sql` file beside its store, with its `{{key}}` templates filled in
+/// once, on first use.
+macro_rules! sql {
+    ($name:ident = $file:literal $(, $key:literal => $value:expr)* $(,)?) => {
+        static $name: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let text = include_str!(concat!("sql/", $file)).to_owned();
+            $(let text = text.replace($key, $value);)*
+            text
+        });
+    };
+}
+
+mod caller_tx;
+mod encode;
+mod migrate;
 pub mod postgres;
 pub mod sqlite;
+
+pub use caller_tx::{CallerRows, CallerStatement, ParamStyle, SqlParam};
+pub use encode::{encode_finish_batch, encode_insert_batch};
+pub use migrate::{Migration, MIGRATIONS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, NewJob};
+use crate::job::{Job, JobState, NewJob};
 
 /// One attempt's claim on a job: the fence every write of that attempt must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,7 +57,7 @@ pub struct ClaimRequest<'a> {
 pub struct Finish {
     pub lease: Lease,
     /// completed, retryable, scheduled (snoozed), failed, discarded, or available (released).
-    pub state: &'static str,
+    pub state: JobState,
     /// JSON text of the performer's return value.
     pub result: Option<String>,
     pub error: Option<String>,
@@ -53,13 +72,59 @@ pub struct Finish {
 pub struct JobFilter {
     pub queue: Option<String>,
     pub action: Option<String>,
-    pub states: Option<Vec<String>>,
+    pub states: Option<Vec<JobState>>,
     /// Case-insensitive substring of action, params (as JSON text) or error.
     pub search: Option<String>,
     pub order_by: OrderBy,
     pub descending: bool,
     pub limit: i64,
     pub offset: i64,
+}
+
+impl JobFilter {
+    /// A listing filter; `order_by` names a column of [`OrderBy`], `states` are state names.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        queue: Option<String>,
+        action: Option<String>,
+        states: Option<Vec<String>>,
+        search: Option<String>,
+        order_by: &str,
+        descending: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<JobFilter> {
+        let states = states
+            .map(|names| {
+                names
+                    .iter()
+                    .map(|n| JobState::parse(n))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        if limit < 0 || offset < 0 {
+            return Err(Error::InvalidOption(
+                "limit and offset must not be negative".into(),
+            ));
+        }
+        Ok(JobFilter {
+            queue,
+            action,
+            states,
+            search,
+            order_by: OrderBy::parse(order_by)?,
+            descending,
+            limit,
+            offset,
+        })
+    }
+
+    /// The state names, as the stores bind them.
+    pub(crate) fn state_names(&self) -> Option<Vec<&'static str>> {
+        self.states
+            .as_ref()
+            .map(|states| states.iter().map(|s| s.as_str()).collect())
+    }
 }
 
 /// Columns a job listing may be ordered by (an allowlist: never caller text in SQL).
@@ -78,6 +143,25 @@ pub enum OrderBy {
 }
 
 impl OrderBy {
+    pub const ALL: [OrderBy; 9] = [
+        OrderBy::Id,
+        OrderBy::ScheduledAt,
+        OrderBy::InsertedAt,
+        OrderBy::AttemptedAt,
+        OrderBy::DoneAt,
+        OrderBy::Priority,
+        OrderBy::Queue,
+        OrderBy::Action,
+        OrderBy::State,
+    ];
+
+    /// The ORDER BY clause of a listing, ties broken by id; `prefix` qualifies the columns.
+    pub(crate) fn clause(self, descending: bool, prefix: &str) -> String {
+        let direction = if descending { "DESC" } else { "ASC" };
+        let column = self.column();
+        format!("{prefix}{column} {direction} NULLS LAST, {prefix}id {direction}")
+    }
+
     pub fn parse(name: &str) -> Result<OrderBy> {
         Ok(match name {
             "id" | "sequence" => OrderBy::Id,
@@ -122,14 +206,6 @@ pub(crate) fn contains_pattern(text: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// Why a retry or cancel did nothing.
-#[derive(Debug)]
-pub enum Transition {
-    Done(Job),
-    NotFound,
-    WrongState(String),
-}
-
 /// Storage operations. Every method filters by scope; every write of a running attempt is
 /// fenced by its lease token.
 #[async_trait]
@@ -153,27 +229,29 @@ pub trait Store: Send + Sync {
     async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
     async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>>;
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64>;
-    async fn retry_job(&self, scope: &str, id: i64) -> Result<Transition>;
-    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Transition>;
+    /// Make a waiting, failed or discarded job runnable now; None when no job of the scope
+    /// with this id is in such a state.
+    async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
+    /// Discard a job that is neither running nor finished; None when there is no such job.
+    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
     /// Tell every worker of the scope to look for work now.
     async fn notify(&self, scope: &str) -> Result<()>;
     /// Wake `wake` whenever another process announces work for `scope`, until `stop`.
     /// Must survive connection loss on its own (reconnect, then wake once to cover the gap).
     async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken);
-    /// The insert statement (same parameters as `insert_jobs`) in the placeholder style of the
-    /// backend's Python drivers, run on a caller's connection for transactional enqueue.
-    fn external_insert_sql(&self) -> &'static str;
-    /// The fenced completion of one attempt (parameters: id, lease token) in the same style,
-    /// run on a caller's connection for transactional completion.
-    fn external_complete_sql(&self) -> &'static str;
+    /// The insert of `insert_jobs` as a statement for the caller's own connection: the jobs
+    /// commit or roll back with the caller's transaction, and are announced at its commit.
+    /// Builds text only; nothing connects.
+    fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement;
+    /// The fenced completion of one attempt, for the caller's own connection: it applies only
+    /// while `lease` still holds the job.
+    fn caller_complete(&self, lease: Lease) -> CallerStatement;
     /// Close idle connections and refuse new ones; in-flight operations finish.
     fn close(&self);
     /// Whether the schema is created on first use (the embedded default needs no setup step).
     fn creates_schema_on_first_use(&self) -> bool {
         false
     }
-    /// The backend, for code that must speak its Python driver's parameter style.
-    fn backend(&self) -> Backend;
 }
 
 /// Storage backends ferroq has.
@@ -183,33 +261,91 @@ pub enum Backend {
     Sqlite,
 }
 
-/// Which backend a database URL names, before anything connects.
-pub fn check_url(url: &str) -> Result<Backend> {
-    let scheme = url
-        .split_once("://")
-        .map(|(scheme, _)| scheme)
-        .unwrap_or(url);
-    match scheme {
-        "postgresql" | "postgres" => Ok(Backend::Postgres),
-        "sqlite" => Ok(Backend::Sqlite),
-        _ => Err(Error::UnsupportedDatabase(scheme.to_string())),
+impl Backend {
+    /// Which backend a database URL names, before anything connects.
+    pub fn from_url(url: &str) -> Result<Backend> {
+        let scheme = url
+            .split_once("://")
+            .map(|(scheme, _)| scheme)
+            .unwrap_or(url);
+        match scheme {
+            "postgresql" | "postgres" => Ok(Backend::Postgres),
+            "sqlite" => Ok(Backend::Sqlite),
+            _ => Err(Error::UnsupportedDatabase(scheme.to_string())),
+        }
+    }
+
+    /// The name callers see (`"postgres"`, `"sqlite"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
     }
 }
 
 /// Open the store a database URL names. Connections are made on first use.
 pub fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
-    match check_url(&config.database_url)? {
+    match Backend::from_url(&config.database_url)? {
         Backend::Postgres => Ok(Arc::new(postgres::PgStore::new(config)?)),
-        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::new(
-            config,
-            config.wakeup_interval,
-        )?)),
+        Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::new(config)?)),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(
+            Backend::from_url("postgres://h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::from_url("sqlite:///x.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert!(matches!(
+            Backend::from_url("mysql://h/db"),
+            Err(Error::UnsupportedDatabase(_))
+        ));
+    }
+
+    #[test]
+    fn filters_take_known_states_and_orderings_only() {
+        let filter = |states: Vec<&str>, order_by: &str, limit: i64| {
+            JobFilter::new(
+                None,
+                None,
+                Some(states.into_iter().map(String::from).collect()),
+                None,
+                order_by,
+                false,
+                limit,
+                0,
+            )
+        };
+        let ok = filter(vec!["failed", "running"], "done_at", 10).unwrap();
+        assert_eq!(ok.states, Some(vec![JobState::Failed, JobState::Running]));
+        assert_eq!(ok.order_by, OrderBy::DoneAt);
+        assert!(matches!(
+            filter(vec!["lost"], "id", 1),
+            Err(Error::InvalidOption(_))
+        ));
+        assert!(matches!(
+            filter(vec![], "params", 1),
+            Err(Error::InvalidOption(_))
+        ));
+        assert!(matches!(
+            filter(vec![], "id", -1),
+            Err(Error::InvalidOption(_))
+        ));
+    }
 
     #[test]
     fn search_text_is_matched_literally() {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use _core::config::ClientConfig;
-use _core::job::{NewJob, Schedule};
+use _core::job::{JobState, NewJob, Schedule};
 use _core::store::{self, ClaimRequest, Finish, Lease, Store};
 
 #[derive(Clone, Copy)]
@@ -157,7 +157,7 @@ fn claim<'a>(limit: usize, concurrent: &'a [(String, u32)]) -> ClaimRequest<'a> 
     }
 }
 
-fn finish(lease: Lease, state: &'static str) -> Finish {
+fn finish(lease: Lease, state: JobState) -> Finish {
     Finish {
         lease,
         state,
@@ -202,7 +202,7 @@ async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: Backe
     };
     assert_eq!(
         db.store
-            .finish(&[finish(lease, "completed")])
+            .finish(&[finish(lease, JobState::Completed)])
             .await
             .unwrap(),
         vec![head_a.id]
@@ -236,7 +236,7 @@ async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
     let retry = Finish {
         delay: Some(0.3),
         error: Some("boom".into()),
-        ..finish(lease, "retryable")
+        ..finish(lease, JobState::Retryable)
     };
     db.store.finish(&[retry]).await.unwrap();
     assert!(
@@ -281,7 +281,7 @@ async fn a_stale_attempt_cannot_finish_a_rescued_job(backend: Backend) {
         .is_empty());
     assert!(
         db.store
-            .finish(&[finish(stale_lease, "failed")])
+            .finish(&[finish(stale_lease, JobState::Failed)])
             .await
             .unwrap()
             .is_empty(),

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::job::{default_backoff, truncate_error, Job};
+use crate::job::{clamp_delay, default_backoff, is_last_attempt, truncate_error, Job, JobState};
 use crate::maintenance;
 use crate::store::{Finish, Lease, Store};
 
@@ -74,7 +74,7 @@ struct Attempts {
 fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
     let base = Finish {
         lease,
-        state: "completed",
+        state: JobState::Completed,
         result: None,
         error: None,
         delay: None,
@@ -83,19 +83,19 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
     match outcome {
         Outcome::Completed { result } => Finish { result, ..base },
         Outcome::Failed { error, backoff } => {
-            if entry.attempts >= entry.max_attempts {
+            if is_last_attempt(entry.attempts, entry.max_attempts) {
                 Finish {
-                    state: "failed",
+                    state: JobState::Failed,
                     error: Some(truncate_error(error)),
                     ..base
                 }
             } else {
                 let delay = backoff
                     .filter(|s| s.is_finite())
-                    .map(|s| s.max(0.0))
+                    .map(clamp_delay)
                     .unwrap_or_else(|| default_backoff(entry.attempts, entry.max_backoff));
                 Finish {
-                    state: "retryable",
+                    state: JobState::Retryable,
                     error: Some(truncate_error(error)),
                     delay: Some(delay),
                     ..base
@@ -103,22 +103,18 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
             }
         }
         Outcome::Snoozed { seconds } => Finish {
-            state: "scheduled",
-            delay: Some(if seconds.is_finite() {
-                seconds.max(0.0)
-            } else {
-                0.0
-            }),
+            state: JobState::Scheduled,
+            delay: Some(clamp_delay(seconds)),
             refund_attempt: true,
             ..base
         },
         Outcome::Discarded { reason } => Finish {
-            state: "discarded",
+            state: JobState::Discarded,
             error: Some(truncate_error(reason)),
             ..base
         },
         Outcome::Released => Finish {
-            state: "available",
+            state: JobState::Available,
             refund_attempt: true,
             ..base
         },
@@ -232,7 +228,7 @@ impl Worker {
     /// Record how an attempt ended; the completer writes it.
     /// Unknown attempts (released at shutdown) and second reports of one attempt are ignored.
     pub fn report(&self, lease: Lease, outcome: Outcome) {
-        let entry = {
+        let (entry, slot_opened) = {
             let mut attempts = self.shared.in_flight.lock().unwrap();
             let Some(entry) = attempts.leases.get_mut(&lease) else {
                 return;
@@ -242,11 +238,10 @@ impl Worker {
             }
             entry.reported = true;
             let entry = entry.clone();
-            let was_full = attempts.performing >= self.shared.config.concurrency as usize;
+            let slot_opened = attempts.performing >= self.shared.config.concurrency as usize;
             attempts.performing -= 1;
-            (entry, was_full)
+            (entry, slot_opened)
         };
-        let (entry, slot_opened) = entry;
         let finish = finish_for(lease, &entry, outcome);
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
             let _ = sender.send(finish);
@@ -354,7 +349,7 @@ mod tests {
                 backoff: None,
             },
         );
-        assert_eq!((first.state, first.delay), ("retryable", Some(2.0)));
+        assert_eq!((first.state, first.delay), (JobState::Retryable, Some(2.0)));
         let second = finish_for(
             LEASE,
             &entry(2, 3),
@@ -372,7 +367,7 @@ mod tests {
                 backoff: None,
             },
         );
-        assert_eq!((last.state, last.delay), ("failed", None));
+        assert_eq!((last.state, last.delay), (JobState::Failed, None));
         assert_eq!(last.lease, Lease { id: 1, token: 7 });
     }
 
@@ -403,12 +398,12 @@ mod tests {
         let snoozed = finish_for(LEASE, &entry(3, 3), Outcome::Snoozed { seconds: 5.0 });
         assert_eq!(
             (snoozed.state, snoozed.delay, snoozed.refund_attempt),
-            ("scheduled", Some(5.0), true)
+            (JobState::Scheduled, Some(5.0), true)
         );
         let released = finish_for(LEASE, &entry(1, 3), Outcome::Released);
         assert_eq!(
             (released.state, released.refund_attempt),
-            ("available", true)
+            (JobState::Available, true)
         );
     }
 }

@@ -2,7 +2,7 @@
 //! statements for the hot path, and a dedicated connection for LISTEN.
 
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,9 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, NewJob, Schedule};
+use crate::job::{Job, JobState, NewJob};
 use crate::store::{
-    contains_pattern, Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition,
+    contains_pattern, encode_insert_batch, migrate, Backend, CallerRows, CallerStatement,
+    ClaimRequest, Finish, JobFilter, Lease, SqlParam, Store,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -29,74 +30,48 @@ pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text 
     j.scheduled_at, j.attempted_at, j.attempted_by, j.next_attempt_at, j.done_at, \
     j.inserted_at, j.error, j.result::text AS result, j.lease_token";
 
-/// Migrations embedded in the binary, applied in order; numbered in lock-step with SQLite's.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "notify_from_insert",
-        include_str!("../../../migrations/postgres/0002_notify_from_insert.sql"),
-    ),
-];
+/// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
+const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue', j.queue, \
+    'action', j.action, 'params', j.params, 'priority', j.priority, 'sequence', j.sequence, \
+    'state', j.state, 'attempts', j.attempts, 'max_attempts', j.max_attempts, \
+    'timeout', j.timeout, 'max_backoff', j.max_backoff, \
+    'scheduled_at', (extract(epoch FROM j.scheduled_at) * 1000000)::int8, \
+    'attempted_at', (extract(epoch FROM j.attempted_at) * 1000000)::int8, \
+    'attempted_by', j.attempted_by, \
+    'next_attempt_at', (extract(epoch FROM j.next_attempt_at) * 1000000)::int8, \
+    'done_at', (extract(epoch FROM j.done_at) * 1000000)::int8, \
+    'inserted_at', (extract(epoch FROM j.inserted_at) * 1000000)::int8, \
+    'error', j.error, 'result', j.result, 'lease_token', j.lease_token)::text";
 
-macro_rules! sql {
+macro_rules! pg_sql {
     ($name:ident, $file:literal) => {
-        static $name: LazyLock<String> = LazyLock::new(|| {
-            include_str!(concat!("sql/", $file)).replace("{{job_columns}}", JOB_COLUMNS)
-        });
+        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS);
     };
 }
 
-sql!(INSERT_JOBS, "insert_jobs.sql");
-sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
-sql!(CLAIM, "claim.sql");
-sql!(FINISH_JOBS, "finish_jobs.sql");
-sql!(EXTEND_LEASES, "extend_leases.sql");
-sql!(RESCUE_EXPIRED, "rescue_expired.sql");
-sql!(NEXT_RUN_IN, "next_run_in.sql");
-sql!(DELETE_COMPLETED, "delete_completed.sql");
-sql!(GET_JOB, "get_job.sql");
-sql!(LIST_JOBS, "list_jobs.sql");
-sql!(COUNT_JOBS, "count_jobs.sql");
-sql!(RETRY_JOB, "retry_job.sql");
-sql!(CANCEL_JOB, "cancel_job.sql");
-sql!(NOTIFY, "notify.sql");
-sql!(MIGRATE_LOCK, "migrate_lock.sql");
-sql!(
+pg_sql!(INSERT_JOBS, "insert_jobs.sql");
+pg_sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
+pg_sql!(CLAIM, "claim.sql");
+pg_sql!(FINISH_JOBS, "finish_jobs.sql");
+pg_sql!(EXTEND_LEASES, "extend_leases.sql");
+pg_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
+pg_sql!(NEXT_RUN_IN, "next_run_in.sql");
+pg_sql!(DELETE_COMPLETED, "delete_completed.sql");
+pg_sql!(GET_JOB, "get_job.sql");
+pg_sql!(LIST_JOBS, "list_jobs.sql");
+pg_sql!(COUNT_JOBS, "count_jobs.sql");
+pg_sql!(RETRY_JOB, "retry_job.sql");
+pg_sql!(CANCEL_JOB, "cancel_job.sql");
+pg_sql!(NOTIFY, "notify.sql");
+pg_sql!(MIGRATE_LOCK, "migrate_lock.sql");
+pg_sql!(
     MIGRATE_CREATE_VERSION_TABLE,
     "migrate_create_version_table.sql"
 );
-sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
-sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
-sql!(COMPLETE_EXTERNAL, "complete_external.sql");
-
-/// The statements Python drivers (psycopg) run on a caller's connection, in their `%s` style.
-static INSERT_JOBS_PYFORMAT: LazyLock<String> = LazyLock::new(|| to_pyformat(&INSERT_JOBS));
-static COMPLETE_EXTERNAL_PYFORMAT: LazyLock<String> =
-    LazyLock::new(|| to_pyformat(&COMPLETE_EXTERNAL));
-
-/// Rewrite `$n` placeholders as `%s` (each appears once, in order) and escape literal `%`.
-fn to_pyformat(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
-                chars.next();
-            }
-            out.push_str("%s");
-        } else if c == '%' {
-            out.push_str("%%");
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pg_sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
+pg_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
+pg_sql!(CALLER_COMPLETE, "caller_complete.sql");
+sql!(CALLER_INSERT = "insert_jobs.sql", "{{job_columns}}" => JOB_JSON);
 
 /// Opens a claim's transaction. A claim need not be durable: if the server loses it in a
 /// crash, the job is simply available again (at least once). Not waiting for its WAL flush
@@ -160,18 +135,6 @@ impl PgStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn transition(&self, sql: &str, scope: &str, id: i64, verb: &str) -> Result<Transition> {
-        if let Some(job) = self.query_jobs(sql, &[&scope, &id]).await?.pop() {
-            return Ok(Transition::Done(job));
-        }
-        Ok(match self.get_job(scope, id).await? {
-            None => Transition::NotFound,
-            Some(job) => {
-                Transition::WrongState(format!("cannot {verb} job {id}: it is {}", job.state))
-            }
-        })
-    }
-
     /// One LISTEN session: returns Ok when stopped, Err when the connection is lost.
     async fn listen_once(
         &self,
@@ -231,7 +194,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         params: row.try_get(4)?,
         priority: row.try_get(5)?,
         sequence: row.try_get(6)?,
-        state: row.try_get(7)?,
+        state: JobState::parse(row.try_get(7)?).map_err(|e| Error::Database(e.to_string()))?,
         attempts: row.try_get(8)?,
         max_attempts: row.try_get(9)?,
         timeout: row.try_get(10)?,
@@ -263,14 +226,14 @@ impl Store for PgStore {
             .map(|r| r.get(0))
             .collect();
         let mut newly_applied = Vec::new();
-        for (version, name, body) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            tx.batch_execute(body).await?;
-            tx.execute(MIGRATE_RECORD_VERSION.as_str(), &[version, name])
-                .await?;
-            newly_applied.push(*version);
+        for migration in migrate::pending(&applied) {
+            tx.batch_execute(migration.postgres).await?;
+            tx.execute(
+                MIGRATE_RECORD_VERSION.as_str(),
+                &[&migration.version, &migration.name],
+            )
+            .await?;
+            newly_applied.push(migration.version);
         }
         tx.commit().await?;
         Ok(newly_applied)
@@ -280,52 +243,8 @@ impl Store for PgStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-        let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
-        let params: Vec<&str> = jobs.iter().map(|j| j.params.as_str()).collect();
-        let blocking: Vec<bool> = jobs.iter().map(|j| j.blocking).collect();
-        let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
-        let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-        let timeouts: Vec<f64> = jobs.iter().map(|j| j.timeout).collect();
-        let max_backoffs: Vec<f64> = jobs.iter().map(|j| j.max_backoff).collect();
-        let at: Vec<Option<chrono::DateTime<chrono::Utc>>> = jobs
-            .iter()
-            .map(|j| {
-                if let Schedule::At(t) = j.schedule {
-                    Some(t)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let delays: Vec<Option<f64>> = jobs
-            .iter()
-            .map(|j| {
-                if let Schedule::In(d) = j.schedule {
-                    Some(d)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let mut inserted = self
-            .query_jobs(
-                &INSERT_JOBS,
-                &[
-                    &scope,
-                    &queues,
-                    &actions,
-                    &params,
-                    &blocking,
-                    &priorities,
-                    &max_attempts,
-                    &timeouts,
-                    &max_backoffs,
-                    &at,
-                    &delays,
-                ],
-            )
-            .await?;
+        let batch = encode_insert_batch(jobs);
+        let mut inserted = self.query_jobs(&INSERT_JOBS, &[&scope, &batch]).await?;
         // Sequence follows input order (the INSERT ... SELECT is ordered by ordinality).
         inserted.sort_by_key(|j| j.sequence);
         Ok(inserted)
@@ -382,7 +301,7 @@ impl Store for PgStore {
         }
         let ids: Vec<i64> = finishes.iter().map(|f| f.lease.id).collect();
         let tokens: Vec<i64> = finishes.iter().map(|f| f.lease.token).collect();
-        let states: Vec<&str> = finishes.iter().map(|f| f.state).collect();
+        let states: Vec<&str> = finishes.iter().map(|f| f.state.as_str()).collect();
         let results: Vec<Option<&str>> = finishes.iter().map(|f| f.result.as_deref()).collect();
         let errors: Vec<Option<&str>> = finishes.iter().map(|f| f.error.as_deref()).collect();
         let delays: Vec<Option<f64>> = finishes.iter().map(|f| f.delay).collect();
@@ -437,10 +356,10 @@ impl Store for PgStore {
     }
 
     async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>> {
-        let direction = if filter.descending { "DESC" } else { "ASC" };
-        let column = filter.order_by.column();
-        let order_by = format!("j.{column} {direction} NULLS LAST, j.id {direction}");
-        let sql = LIST_JOBS.replace("{{order_by}}", &order_by);
+        let sql = LIST_JOBS.replace(
+            "{{order_by}}",
+            &filter.order_by.clause(filter.descending, "j."),
+        );
         let search = filter.search.as_deref().map(contains_pattern);
         self.query_jobs(
             &sql,
@@ -448,7 +367,7 @@ impl Store for PgStore {
                 &scope,
                 &filter.queue,
                 &filter.action,
-                &filter.states,
+                &filter.state_names(),
                 &search,
                 &filter.limit,
                 &filter.offset,
@@ -468,7 +387,7 @@ impl Store for PgStore {
                     &scope,
                     &filter.queue,
                     &filter.action,
-                    &filter.states,
+                    &filter.state_names(),
                     &search,
                 ],
             )
@@ -476,12 +395,12 @@ impl Store for PgStore {
         Ok(row.get(0))
     }
 
-    async fn retry_job(&self, scope: &str, id: i64) -> Result<Transition> {
-        self.transition(&RETRY_JOB, scope, id, "retry").await
+    async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        Ok(self.query_jobs(&RETRY_JOB, &[&scope, &id]).await?.pop())
     }
 
-    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Transition> {
-        self.transition(&CANCEL_JOB, scope, id, "cancel").await
+    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        Ok(self.query_jobs(&CANCEL_JOB, &[&scope, &id]).await?.pop())
     }
 
     async fn notify(&self, scope: &str) -> Result<()> {
@@ -512,19 +431,28 @@ impl Store for PgStore {
         }
     }
 
-    fn external_insert_sql(&self) -> &'static str {
-        INSERT_JOBS_PYFORMAT.as_str()
+    fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
+        CallerStatement {
+            sql: CALLER_INSERT.clone(),
+            params: vec![
+                SqlParam::Text(scope.to_owned()),
+                SqlParam::Text(encode_insert_batch(jobs)),
+            ],
+            rows: CallerRows::Jobs,
+            backend: Backend::Postgres,
+        }
     }
 
-    fn external_complete_sql(&self) -> &'static str {
-        COMPLETE_EXTERNAL_PYFORMAT.as_str()
+    fn caller_complete(&self, lease: Lease) -> CallerStatement {
+        CallerStatement {
+            sql: CALLER_COMPLETE.clone(),
+            params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
+            rows: CallerRows::Completed,
+            backend: Backend::Postgres,
+        }
     }
 
     fn close(&self) {
         self.pool.close();
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Postgres
     }
 }

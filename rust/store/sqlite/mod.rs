@@ -1,11 +1,12 @@
 //! SQLite store on sqlx, the zero-setup embedded default. WAL lets readers run beside the one
-//! writer; every write of this process goes through a single connection in `BEGIN IMMEDIATE`
-//! transactions (so a read never has to upgrade to a write lock, the case `busy_timeout` does
-//! not cover), and writes that still meet another process's lock are retried, never surfaced.
-//! Other processes' commits are noticed through `PRAGMA data_version`, polled on a dedicated
-//! connection: SQLite has no NOTIFY.
+//! writer; how writes meet other processes' locks is in `retry.rs`, how other processes'
+//! commits are noticed in `watch.rs`.
 
-use std::path::{Path, PathBuf};
+#[macro_use]
+mod retry;
+mod file;
+mod watch;
+
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -13,8 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Connection, Row, SqlitePool};
 use tokio::sync::Notify;
@@ -22,10 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, NewJob, Schedule};
+use crate::job::{Job, JobState, NewJob};
 use crate::store::{
-    contains_pattern, Backend, ClaimRequest, Finish, JobFilter, Lease, Store, Transition,
+    contains_pattern, encode_finish_batch, encode_insert_batch, migrate, Backend, CallerRows,
+    CallerStatement, ClaimRequest, Finish, JobFilter, Lease, OrderBy, SqlParam, Store,
 };
+pub use file::path_from_url;
+use retry::{db_error, WRITE_RETRY_LIMIT};
 
 /// The database clock: integer microseconds since the Unix epoch (millisecond resolution),
 /// constant within a statement. julianday() rather than unixepoch('subsec') because callers'
@@ -39,110 +42,43 @@ pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "notify_from_insert",
-        include_str!("../../../migrations/sqlite/0002_notify_from_insert.sql"),
-    ),
-];
+/// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
+const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'action', action, \
+    'params', json(params), 'priority', priority, 'sequence', id, 'state', state, \
+    'attempts', attempts, 'max_attempts', max_attempts, 'timeout', CAST(timeout AS REAL), \
+    'max_backoff', CAST(max_backoff AS REAL), 'scheduled_at', scheduled_at, \
+    'attempted_at', attempted_at, 'attempted_by', attempted_by, \
+    'next_attempt_at', next_attempt_at, 'done_at', done_at, 'inserted_at', inserted_at, \
+    'error', error, 'result', json(result), 'lease_token', lease_token)";
 
-/// How long a write keeps retrying while other processes hold the file's write lock.
-const WRITE_RETRY_LIMIT: Duration = Duration::from_secs(60);
-
-/// Evaluate `$attempt` (an expression giving a sqlx future, re-evaluated for each try) until
-/// it does not meet another process's lock, for up to `WRITE_RETRY_LIMIT`. Reads need it too:
-/// in WAL mode a reader can see SQLITE_BUSY briefly while another process recovers or
-/// checkpoints the file.
-macro_rules! retry_busy {
-    ($attempt:expr) => {{
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(2);
-        loop {
-            match $attempt.await {
-                Ok(value) => break Ok::<_, Error>(value),
-                Err(err) if is_busy(&err) && started.elapsed() < WRITE_RETRY_LIMIT => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                Err(err) => break Err(db_error(err)),
-            }
-        }
-    }};
-}
-
-/// Run `$body` (which may `.await` and `?` on sqlx errors, using `$conn`) in a
-/// `BEGIN IMMEDIATE` transaction on the writer, retried as a whole by `retry_busy!`. A macro
-/// rather than a closure: async closures borrowing the transaction are not `Send` for every
-/// lifetime, which `async_trait` requires.
-macro_rules! write_tx {
-    ($store:expr, |$conn:ident| $body:block) => {
-        retry_busy!(async {
-            let mut pooled = $store.writer.acquire().await?;
-            let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
-            let value = {
-                let $conn: &mut SqliteConnection = &mut *tx;
-                $body
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(value)
-        })
-    };
-}
-
-macro_rules! sql {
+macro_rules! sqlite_sql {
     ($name:ident, $file:literal) => {
-        static $name: LazyLock<String> = LazyLock::new(|| {
-            include_str!(concat!("sql/", $file))
-                .replace("{{job_columns}}", JOB_COLUMNS)
-                .replace("{{now}}", NOW)
-        });
+        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS, "{{now}}" => NOW);
     };
 }
 
-sql!(INSERT_JOB, "insert_job.sql");
-sql!(INSERT_JOBS, "insert_jobs.sql");
-sql!(CLAIM_BLOCKING, "claim_blocking.sql");
-sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
-sql!(FINISH_JOBS, "finish_jobs.sql");
-sql!(EXTEND_LEASE, "extend_lease.sql");
-sql!(RESCUE_EXPIRED, "rescue_expired.sql");
-sql!(NEXT_RUN_IN, "next_run_in.sql");
-sql!(DELETE_COMPLETED, "delete_completed.sql");
-sql!(GET_JOB, "get_job.sql");
-sql!(LIST_JOBS, "list_jobs.sql");
-sql!(COUNT_JOBS, "count_jobs.sql");
-sql!(RETRY_JOB, "retry_job.sql");
-sql!(CANCEL_JOB, "cancel_job.sql");
-sql!(COMPLETE_EXTERNAL, "complete_external.sql");
-sql!(
+sqlite_sql!(INSERT_JOBS, "insert_jobs.sql");
+sqlite_sql!(CLAIM_BLOCKING, "claim_blocking.sql");
+sqlite_sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
+sqlite_sql!(FINISH_JOBS, "finish_jobs.sql");
+sqlite_sql!(EXTEND_LEASE, "extend_lease.sql");
+sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
+sqlite_sql!(NEXT_RUN_IN, "next_run_in.sql");
+sqlite_sql!(DELETE_COMPLETED, "delete_completed.sql");
+sqlite_sql!(GET_JOB, "get_job.sql");
+sqlite_sql!(LIST_JOBS, "list_jobs.sql");
+sqlite_sql!(COUNT_JOBS, "count_jobs.sql");
+sqlite_sql!(RETRY_JOB, "retry_job.sql");
+sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
+sqlite_sql!(CALLER_COMPLETE, "caller_complete.sql");
+sql!(CALLER_INSERT = "insert_jobs.sql", "{{job_columns}}" => JOB_JSON, "{{now}}" => NOW);
+sqlite_sql!(
     MIGRATE_CREATE_VERSION_TABLE,
     "migrate_create_version_table.sql"
 );
-sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
-sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
-sql!(DATA_VERSION, "data_version.sql");
-
-/// The file path a `sqlite://` URL names: `sqlite:///relative.db`, `sqlite:////absolute.db`
-/// (as SQLAlchemy spells them); query parameters are not used.
-pub fn path_from_url(url: &str) -> Result<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .ok_or_else(|| Error::Configuration(format!("not a sqlite:// URL: {url:?}")))?;
-    let rest = rest.split('?').next().unwrap_or_default();
-    let path = rest.strip_prefix('/').unwrap_or(rest);
-    if path.is_empty() || path == ":memory:" {
-        return Err(Error::Configuration(
-            "a SQLite URL needs a file path, e.g. sqlite:///ferroq.db (workers in other processes share the file)".into(),
-        ));
-    }
-    Ok(PathBuf::from(path))
-}
+sqlite_sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
+sqlite_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
+sqlite_sql!(DATA_VERSION, "data_version.sql");
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -154,82 +90,8 @@ pub struct SqliteStore {
     options: SqliteConnectOptions,
 }
 
-fn db_error(err: sqlx::Error) -> Error {
-    match &err {
-        sqlx::Error::Database(db) => Error::Database(format!("SQLite: {}", db.message())),
-        sqlx::Error::PoolTimedOut => {
-            Error::Database("timed out waiting for a SQLite connection".into())
-        }
-        other => Error::Database(format!("SQLite: {other}")),
-    }
-}
-
-/// SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes (e.g. BUSY_SNAPSHOT 517).
-fn is_busy(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Database(db) => {
-            let code: i64 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
-            matches!(code & 0xff, 5 | 6)
-        }
-        _ => false,
-    }
-}
-
-async fn data_version(conn: &mut SqliteConnection) -> std::result::Result<i64, sqlx::Error> {
-    sqlx::query_scalar(DATA_VERSION.as_str())
-        .fetch_one(conn)
-        .await
-}
-
 fn micros(value: Option<i64>) -> Option<DateTime<Utc>> {
     value.and_then(DateTime::from_timestamp_micros)
-}
-
-/// The JSON array `insert_jobs.sql` expands with json_each: one array per job, in order.
-pub fn encode_insert_batch(jobs: &[NewJob]) -> String {
-    // Tuples serialize as JSON arrays straight into the string, without building Values.
-    let batch: Vec<_> = jobs
-        .iter()
-        .map(|job| {
-            let (at, delay) = match job.schedule {
-                Schedule::Now => (None, None),
-                Schedule::At(t) => (Some(t.timestamp_micros()), None),
-                Schedule::In(d) => (None, Some(d)),
-            };
-            (
-                &job.queue,
-                &job.action,
-                &job.params,
-                job.blocking,
-                job.priority,
-                job.max_attempts,
-                job.timeout,
-                job.max_backoff,
-                at,
-                delay,
-            )
-        })
-        .collect();
-    serde_json::to_string(&batch).expect("a batch of strings and numbers serializes")
-}
-
-/// The JSON array `finish_jobs.sql` expands with json_each: one array per outcome.
-pub fn encode_finish_batch(finishes: &[Finish]) -> String {
-    let batch: Vec<_> = finishes
-        .iter()
-        .map(|f| {
-            (
-                f.lease.id,
-                f.lease.token,
-                f.state,
-                &f.result,
-                &f.error,
-                f.delay,
-                f.refund_attempt as i32,
-            )
-        })
-        .collect();
-    serde_json::to_string(&batch).expect("a batch of strings and numbers serializes")
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
@@ -248,7 +110,8 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         params: row.try_get(4).map_err(db_error)?,
         priority: row.try_get(5).map_err(db_error)?,
         sequence: row.try_get(6).map_err(db_error)?,
-        state: row.try_get(7).map_err(db_error)?,
+        state: JobState::parse(row.try_get(7).map_err(db_error)?)
+            .map_err(|e| Error::Database(e.to_string()))?,
         attempts: row.try_get(8).map_err(db_error)?,
         max_attempts: row.try_get(9).map_err(db_error)?,
         timeout: row.try_get(10).map_err(db_error)?,
@@ -265,18 +128,18 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
-fn states_json(states: &Option<Vec<String>>) -> Option<String> {
-    states
-        .as_ref()
-        .map(|s| serde_json::to_string(s).expect("a list of strings is JSON"))
+fn states_json(filter: &JobFilter) -> Option<String> {
+    filter
+        .state_names()
+        .map(|s| serde_json::to_string(&s).expect("a list of strings is JSON"))
 }
 
 impl SqliteStore {
     /// Open (creating if missing) the database file. Fails clearly when its directory does
     /// not exist; the schema is created on first use by `Client`.
-    pub fn new(config: &ClientConfig, wakeup_interval: Duration) -> Result<SqliteStore> {
+    pub fn new(config: &ClientConfig) -> Result<SqliteStore> {
         let path = path_from_url(&config.database_url)?;
-        check_directory(&path)?;
+        file::check_directory(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(db_error)?
             .filename(&path)
@@ -298,7 +161,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer,
             readers,
-            wakeup_interval,
+            wakeup_interval: config.wakeup_interval,
             options,
         })
     }
@@ -315,45 +178,17 @@ impl SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn transition(
-        &self,
-        sql: &'static str,
-        scope: &str,
-        id: i64,
-        verb: &str,
-    ) -> Result<Transition> {
-        let rows = write_tx!(self, |conn| {
+    /// Run a statement that changes at most one job and returns it.
+    async fn update_job(&self, sql: &'static str, scope: &str, id: i64) -> Result<Option<Job>> {
+        let row = write_tx!(self, |conn| {
             sqlx::query(sql)
                 .bind(scope)
                 .bind(id)
-                .fetch_all(&mut *conn)
+                .fetch_optional(&mut *conn)
                 .await?
         })?;
-        if let Some(row) = rows.first() {
-            return Ok(Transition::Done(job_from_row(row)?));
-        }
-        Ok(match self.get_job(scope, id).await? {
-            None => Transition::NotFound,
-            Some(job) => {
-                Transition::WrongState(format!("cannot {verb} job {id}: it is {}", job.state))
-            }
-        })
+        row.as_ref().map(job_from_row).transpose()
     }
-}
-
-fn check_directory(path: &Path) -> Result<()> {
-    let directory = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if !directory.is_dir() {
-        return Err(Error::Configuration(format!(
-            "cannot store jobs in {}: directory {} does not exist",
-            path.display(),
-            directory.display()
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -363,21 +198,18 @@ impl Store for SqliteStore {
             sqlx::query(MIGRATE_CREATE_VERSION_TABLE.as_str())
                 .execute(&mut *conn)
                 .await?;
-            let applied: Vec<i64> = sqlx::query_scalar(MIGRATE_APPLIED_VERSIONS.as_str())
+            let applied: Vec<i32> = sqlx::query_scalar(MIGRATE_APPLIED_VERSIONS.as_str())
                 .fetch_all(&mut *conn)
                 .await?;
             let mut newly_applied = Vec::new();
-            for (version, name, body) in MIGRATIONS {
-                if applied.contains(version) {
-                    continue;
-                }
-                sqlx::raw_sql(*body).execute(&mut *conn).await?;
+            for migration in migrate::pending(&applied) {
+                sqlx::raw_sql(migration.sqlite).execute(&mut *conn).await?;
                 sqlx::query(MIGRATE_RECORD_VERSION.as_str())
-                    .bind(version)
-                    .bind(name)
+                    .bind(migration.version)
+                    .bind(migration.name)
                     .execute(&mut *conn)
                     .await?;
-                newly_applied.push(*version as i32);
+                newly_applied.push(migration.version);
             }
             newly_applied
         })
@@ -514,30 +346,34 @@ impl Store for SqliteStore {
     }
 
     async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>> {
-        let direction = if filter.descending { "DESC" } else { "ASC" };
-        let column = filter.order_by.column();
-        // One statement text per allowlisted ordering, built once and kept for the process.
-        static ORDERED: LazyLock<
-            std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
-        > = LazyLock::new(Default::default);
-        let order_by = format!("{column} {direction} NULLS LAST, id {direction}");
-        let sql: &'static str = *ORDERED
-            .lock()
-            .unwrap()
-            .entry(order_by.clone())
-            .or_insert_with(|| {
-                Box::leak(
-                    LIST_JOBS
-                        .replace("{{order_by}}", &order_by)
-                        .into_boxed_str(),
-                )
-            });
+        // One statement text per allowlisted ordering and direction, all built on first use.
+        static ORDERED: LazyLock<Vec<(OrderBy, bool, String)>> = LazyLock::new(|| {
+            OrderBy::ALL
+                .into_iter()
+                .flat_map(|order_by| [(order_by, false), (order_by, true)])
+                .map(|(order_by, descending)| {
+                    let clause = order_by.clause(descending, "");
+                    (
+                        order_by,
+                        descending,
+                        LIST_JOBS.replace("{{order_by}}", &clause),
+                    )
+                })
+                .collect()
+        });
+        let sql: &'static str = ORDERED
+            .iter()
+            .find(|(order_by, descending, _)| {
+                (*order_by, *descending) == (filter.order_by, filter.descending)
+            })
+            .map(|(_, _, sql)| sql.as_str())
+            .expect("every ordering has a statement");
         let (scope, filter) = (scope.to_owned(), filter.clone());
         self.query_jobs_read(sql, move |q| {
             q.bind(scope.clone())
                 .bind(filter.queue.clone())
                 .bind(filter.action.clone())
-                .bind(states_json(&filter.states))
+                .bind(states_json(&filter))
                 .bind(filter.search.as_deref().map(contains_pattern))
                 .bind(filter.limit)
                 .bind(filter.offset)
@@ -550,19 +386,17 @@ impl Store for SqliteStore {
             .bind(scope)
             .bind(filter.queue.as_deref())
             .bind(filter.action.as_deref())
-            .bind(states_json(&filter.states))
+            .bind(states_json(filter))
             .bind(filter.search.as_deref().map(contains_pattern))
             .fetch_one(&self.readers))
     }
 
-    async fn retry_job(&self, scope: &str, id: i64) -> Result<Transition> {
-        self.transition(RETRY_JOB.as_str(), scope, id, "retry")
-            .await
+    async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        self.update_job(RETRY_JOB.as_str(), scope, id).await
     }
 
-    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Transition> {
-        self.transition(CANCEL_JOB.as_str(), scope, id, "cancel")
-            .await
+    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        self.update_job(CANCEL_JOB.as_str(), scope, id).await
     }
 
     async fn notify(&self, _scope: &str) -> Result<()> {
@@ -576,63 +410,32 @@ impl Store for SqliteStore {
     }
 
     async fn listen(&self, _scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
-        // data_version is per connection, so one connection of our own watches the file.
-        let mut watcher: Option<SqliteConnection> = None;
-        let mut last: Option<i64> = None;
-        loop {
-            if watcher.is_none() {
-                if let Ok(mut conn) = SqliteConnection::connect_with(&self.options).await {
-                    if let Ok(version) = data_version(&mut conn).await {
-                        last = Some(version);
-                        watcher = Some(conn);
-                        // Commits made before this baseline are not changes to it: look once
-                        // now, so a job enqueued while the watcher was starting is not left
-                        // for the safety poll.
-                        wake.notify_one();
-                    }
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(self.wakeup_interval) => {}
-            }
-            let Some(conn) = watcher.as_mut() else {
-                continue;
-            };
-            match data_version(conn).await {
-                Ok(version) => {
-                    if last != Some(version) {
-                        wake.notify_one();
-                    }
-                    last = Some(version);
-                }
-                // Another process holding a lock for a moment: look again next tick.
-                Err(err) if is_busy(&err) => {}
-                Err(err) => {
-                    log::warn!("ferroq: watching the SQLite file failed ({err}); reopening");
-                    watcher = None;
-                }
-            }
-        }
-        if let Some(conn) = watcher {
-            let _ = conn.close().await;
+        watch::watch_commits(&self.options, self.wakeup_interval, wake, stop).await;
+    }
+
+    fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
+        CallerStatement {
+            sql: CALLER_INSERT.clone(),
+            params: vec![
+                SqlParam::Text(scope.to_owned()),
+                SqlParam::Text(encode_insert_batch(jobs)),
+            ],
+            rows: CallerRows::Jobs,
+            backend: Backend::Sqlite,
         }
     }
 
-    fn external_insert_sql(&self) -> &'static str {
-        INSERT_JOB.as_str()
-    }
-
-    fn external_complete_sql(&self) -> &'static str {
-        COMPLETE_EXTERNAL.as_str()
+    fn caller_complete(&self, lease: Lease) -> CallerStatement {
+        CallerStatement {
+            sql: CALLER_COMPLETE.clone(),
+            params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
+            rows: CallerRows::Completed,
+            backend: Backend::Sqlite,
+        }
     }
 
     fn creates_schema_on_first_use(&self) -> bool {
         true
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
     }
 
     fn close(&self) {

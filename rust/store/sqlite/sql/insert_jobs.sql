@@ -1,8 +1,8 @@
--- A batch in one statement (one call into SQLite instead of one per job). ?2 is a JSON array
--- with one array per job: [queue, action, params (JSON text), blocking, priority,
--- max_attempts, timeout, max_backoff, scheduled_at (µs) or null, delay (s) or null].
--- Rows are inserted in array order, so their ids (the FIFO order) follow it. A job without a
--- time or delay is scheduled at the database's now.
+-- A batch in one statement (one call into SQLite instead of one per job): ?1 the scope, ?2 the
+-- batch as a JSON array with one array per job (see store/encode.rs). Rows are inserted in
+-- array order, so their ids (the FIFO order) follow it. A job without a time or delay is
+-- scheduled at the database's now. The same text runs on a caller's connection
+-- (caller_insert), returning each row as JSON.
 INSERT INTO ferroq_jobs
     (scope, queue, action, params, blocking, priority, state, max_attempts, timeout,
      max_backoff, scheduled_at, run_at, inserted_at)

@@ -1,0 +1,282 @@
+//! The App's core: one database and scope, the rules of enqueueing, listing and changing jobs,
+//! and worker start. The only owner of these rules; the Python binding converts types and
+//! calls in. Connections are made on first use, so an App can be built at import time.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, OnceCell};
+
+use crate::config::{AppOptions, ClientConfig, WorkerConfig};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobSpec, NewJob};
+use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
+use crate::worker::{Dispatch, Worker};
+
+/// The storage side of one App.
+pub struct Client {
+    config: ClientConfig,
+    /// Settings of the workers this client starts.
+    worker_config: Mutex<WorkerConfig>,
+    backend: Backend,
+    /// Built on first use; dropped by `close`, and built again by a later operation.
+    store: Mutex<Option<Arc<dyn Store>>>,
+    /// Set once the schema is known to exist (stores that create it on first use).
+    schema_ready: OnceCell<()>,
+    /// Wakes this process's worker when this process enqueues, without a database round trip.
+    wake: Arc<Notify>,
+}
+
+impl Client {
+    /// Check every option and fill in defaults; nothing connects yet.
+    pub fn new(options: AppOptions) -> Result<Client> {
+        let (config, worker_config) = options.into_configs()?;
+        let backend = Backend::from_url(&config.database_url)?;
+        Ok(Client {
+            config,
+            worker_config: Mutex::new(worker_config),
+            backend,
+            store: Mutex::new(None),
+            schema_ready: OnceCell::new(),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The settings workers of this client start with.
+    pub fn worker_config(&self) -> WorkerConfig {
+        self.worker_config.lock().unwrap().clone()
+    }
+
+    /// Change how many jobs a worker started from now on runs at once.
+    pub fn set_concurrency(&self, concurrency: i64) -> Result<()> {
+        self.worker_config
+            .lock()
+            .unwrap()
+            .set_concurrency(concurrency)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The store, whose pool connects lazily on first use; on stores that need no setup step
+    /// the schema is created then too.
+    pub async fn store(&self) -> Result<Arc<dyn Store>> {
+        let store = {
+            let mut slot = self.store.lock().unwrap();
+            match slot.as_ref() {
+                Some(store) => store.clone(),
+                None => slot.insert(store::open(&self.config)?).clone(),
+            }
+        };
+        if store.creates_schema_on_first_use() {
+            self.schema_ready
+                .get_or_try_init(|| async { store.migrate().await.map(|_| ()) })
+                .await?;
+        }
+        Ok(store)
+    }
+
+    /// Close the connection pool; a later operation opens a new one. Call inside the runtime.
+    pub fn close(&self) {
+        if let Some(store) = self.store.lock().unwrap().take() {
+            store.close();
+        }
+    }
+
+    /// Create or upgrade the tables; returns the versions applied now.
+    pub async fn migrate(&self) -> Result<Vec<i32>> {
+        self.store().await?.migrate().await
+    }
+
+    /// Check specs and decide each job's queue kind; the whole batch or nothing.
+    pub fn new_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<NewJob>> {
+        specs
+            .into_iter()
+            .map(|spec| {
+                let blocking = self.config.is_blocking(&spec.queue);
+                spec.into_new_job(blocking, self.config.max_params_size)
+            })
+            .collect()
+    }
+
+    /// Insert jobs in one round trip; returns them in input order.
+    pub async fn insert(&self, specs: Vec<JobSpec>) -> Result<Vec<Job>> {
+        let jobs = self.new_jobs(specs)?;
+        let inserted = self
+            .store()
+            .await?
+            .insert_jobs(&self.config.scope, &jobs)
+            .await?;
+        self.wake.notify_one();
+        Ok(inserted)
+    }
+
+    /// The insert of `specs` as a statement for the caller's connection (transactional
+    /// enqueue). Checked like `insert`; the schema is made ready first where the store
+    /// creates it on first use.
+    pub async fn caller_insert(&self, specs: Vec<JobSpec>) -> Result<CallerStatement> {
+        let jobs = self.new_jobs(specs)?;
+        let store = self.store().await?;
+        Ok(store.caller_insert(&self.config.scope, &jobs))
+    }
+
+    pub async fn get_job(&self, id: i64) -> Result<Option<Job>> {
+        self.store().await?.get_job(&self.config.scope, id).await
+    }
+
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.store()
+            .await?
+            .list_jobs(&self.config.scope, filter)
+            .await
+    }
+
+    pub async fn count_jobs(&self, filter: &JobFilter) -> Result<i64> {
+        self.store()
+            .await?
+            .count_jobs(&self.config.scope, filter)
+            .await
+    }
+
+    /// Make a waiting, failed or discarded job run again now, with at least one attempt left.
+    pub async fn retry_job(&self, id: i64) -> Result<Job> {
+        let store = self.store().await?;
+        let changed = store.retry_job(&self.config.scope, id).await?;
+        self.transitioned(&store, id, "retry", changed).await
+    }
+
+    /// Discard a job that is neither running nor finished.
+    pub async fn cancel_job(&self, id: i64) -> Result<Job> {
+        let store = self.store().await?;
+        let changed = store.cancel_job(&self.config.scope, id).await?;
+        self.transitioned(&store, id, "cancel", changed).await
+    }
+
+    /// After a retry or cancel: either can unblock a blocking queue (a cancelled retrying
+    /// head) or make a job runnable now, so workers here and in other processes are told. A
+    /// change that did not apply says why: no such job, or its state.
+    async fn transitioned(
+        &self,
+        store: &Arc<dyn Store>,
+        id: i64,
+        verb: &str,
+        changed: Option<Job>,
+    ) -> Result<Job> {
+        match changed {
+            Some(job) => {
+                self.wake.notify_one();
+                store.notify(&self.config.scope).await?;
+                Ok(job)
+            }
+            None => match store.get_job(&self.config.scope, id).await? {
+                None => Err(Error::JobNotFound(id)),
+                Some(job) => Err(Error::JobState(format!(
+                    "cannot {verb} job {id}: it is {}",
+                    job.state
+                ))),
+            },
+        }
+    }
+
+    /// Wake every worker of this scope, in this process and others.
+    pub async fn notify(&self) -> Result<()> {
+        self.wake.notify_one();
+        self.store().await?.notify(&self.config.scope).await
+    }
+
+    /// Start a worker on the current tokio runtime; `drain` runs only what is due now.
+    pub async fn start_worker(&self, dispatcher: Arc<dyn Dispatch>, drain: bool) -> Result<Worker> {
+        let config = WorkerConfig {
+            drain,
+            ..self.worker_config()
+        };
+        let store = self.store().await?;
+        Ok(Worker::start(
+            store,
+            self.config.scope.clone(),
+            self.config.sorted_concurrent_queues(),
+            config,
+            dispatcher,
+            self.wake.clone(),
+        ))
+    }
+}
+
+/// The statement that completes `job`'s running attempt on the caller's connection.
+pub fn caller_complete(store: &dyn Store, job: &Job) -> Result<CallerStatement> {
+    let token = job.lease_token.ok_or_else(|| {
+        Error::JobState(format!(
+            "job {} is not a running attempt: only a performer's own job can be completed",
+            job.id
+        ))
+    })?;
+    Ok(store.caller_complete(Lease { id: job.id, token }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(queues: &[(&str, i64)]) -> Client {
+        Client::new(AppOptions {
+            database_url: Some("sqlite:///unused.db".into()),
+            queues: queues.iter().map(|(q, n)| (q.to_string(), *n)).collect(),
+            ..AppOptions::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn listed_queues_are_concurrent_and_all_others_block() {
+        let jobs = client(&[("emails", 5)])
+            .new_jobs(vec![
+                JobSpec::new("emails", "send", "{}"),
+                JobSpec::new("customer-1", "charge", "{}"),
+            ])
+            .unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| j.blocking).collect::<Vec<_>>(),
+            vec![false, true]
+        );
+    }
+
+    #[test]
+    fn one_bad_spec_rejects_the_whole_batch() {
+        let err = client(&[])
+            .new_jobs(vec![
+                JobSpec::new("q", "a", "{}"),
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..JobSpec::new("q", "a", "{}")
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidOption(_)));
+    }
+
+    #[test]
+    fn an_unknown_scheme_is_refused_before_connecting() {
+        let err = Client::new(AppOptions {
+            database_url: Some("mysql://localhost/jobs".into()),
+            ..AppOptions::default()
+        })
+        .err()
+        .unwrap();
+        assert!(matches!(err, Error::UnsupportedDatabase(_)));
+    }
+
+    #[test]
+    fn concurrency_changes_are_checked() {
+        let client = client(&[]);
+        client.set_concurrency(3).unwrap();
+        assert_eq!(client.worker_config().concurrency, 3);
+        assert!(matches!(
+            client.set_concurrency(0),
+            Err(Error::Configuration(_))
+        ));
+    }
+}

@@ -1,0 +1,47 @@
+//! The schema versions, numbered in lock-step across backends: one table, read by both
+//! stores' `migrate` (each applies the body of its own dialect in one transaction).
+
+/// One schema version.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// Every version, in the order they apply. Append only.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        postgres: include_str!("../../migrations/postgres/0001_init.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "notify_from_insert",
+        postgres: include_str!("../../migrations/postgres/0002_notify_from_insert.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0002_notify_from_insert.sql"),
+    },
+];
+
+/// The versions not yet in `applied`, in order.
+pub(crate) fn pending(applied: &[i32]) -> impl Iterator<Item = &'static Migration> + '_ {
+    MIGRATIONS
+        .iter()
+        .filter(move |migration| !applied.contains(&migration.version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(versions, (1..=MIGRATIONS.len() as i32).collect::<Vec<_>>());
+        let left: Vec<i32> = pending(&[1]).map(|m| m.version).collect();
+        assert_eq!(left, (2..=MIGRATIONS.len() as i32).collect::<Vec<_>>());
+    }
+}
