@@ -7,7 +7,6 @@ then succeeds, and the queue carries on in order. Ends by itself when every job 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -49,7 +48,11 @@ def main() -> None:
         if job.state not in ("completed", "failed", "discarded"):
             app.cancel_job(job.id)
     jobs = app.create_jobs(
-        [{"queue": f"customer-{c}", "action": "charge", "params": {"order": f"order-{c * 3 + n}"}} for c in range(3) for n in range(3)]
+        [
+            {"queue": f"customer-{c}", "action": "charge", "params": {"order": f"order-{c * 3 + n}"}}
+            for c in range(3)
+            for n in range(3)
+        ]
         + [{"queue": "emails", "action": "send_mail", "params": {"to": f"user{i}@example.com"}} for i in range(6)]
     )
     ids = [job.id for job in jobs]
@@ -63,7 +66,10 @@ def main() -> None:
     done = [app.get_job(i) for i in ids]
     completed = sum(j.state == "completed" for j in done)
     order2 = next(j for j in done if j.params.get("order") == "order-2")
-    say(f"{completed}/{len(done)} jobs completed; order-2 took {order2.attempts} attempts, last error: {order2.error.splitlines()[-1]!r}")
+    say(
+        f"{completed}/{len(done)} jobs completed; order-2 took {order2.attempts} attempts,"
+        f" last error: {order2.error.splitlines()[-1]!r}"
+    )
     order = [j.params["order"] for j in sorted((j for j in done if j.queue == "customer-0"), key=lambda j: j.done_at)]
     say(f"customer-0 ran in FIFO order: {order}")
     say(f"jobs are stored in {app.database_url} (table ferroq_jobs, scope 'demo'); list them with:")

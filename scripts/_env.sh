@@ -27,6 +27,14 @@ ensure_venv() {
     "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".${extras:+[$extras]}"
 }
 
+# rustfmt and clippy, which the test command runs as gates.
+ensure_rust_lints() {
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        echo "== installing rustfmt and clippy"
+        rustup component add rustfmt clippy
+    fi
+}
+
 # Make sure PostgreSQL answers at $FERROQ_TEST_DATABASE_URL (default: the local server),
 # starting the local cluster, or else a throwaway one on port 5433, and that its database exists.
 ensure_postgres() {

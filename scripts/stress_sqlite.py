@@ -89,7 +89,16 @@ def main() -> int:
     logs = [open(os.path.join(work_dir, f"worker{i}.log"), "w") for i in range(args.workers)]
     workers = [
         subprocess.Popen(
-            [sys.executable, me, "--role", "worker", "--path", path, "--ledger", os.path.join(work_dir, f"ledger{i}.txt")],
+            [
+                sys.executable,
+                me,
+                "--role",
+                "worker",
+                "--path",
+                path,
+                "--ledger",
+                os.path.join(work_dir, f"ledger{i}.txt"),
+            ],
             stdout=logs[i],
             stderr=subprocess.STDOUT,
         )
@@ -97,13 +106,28 @@ def main() -> int:
     ]
     started = time.monotonic()
     enqueuer = subprocess.run(
-        [sys.executable, me, "--role", "enqueue", "--path", path, "--jobs", str(args.jobs), "--queues", str(args.queues),
-         "--ledger", os.path.join(work_dir, "enqueue_errors.txt")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            me,
+            "--role",
+            "enqueue",
+            "--path",
+            path,
+            "--jobs",
+            str(args.jobs),
+            "--queues",
+            str(args.queues),
+            "--ledger",
+            os.path.join(work_dir, "enqueue_errors.txt"),
+        ],
+        capture_output=True,
+        text=True,
     )
     db = sqlite3.connect(path, timeout=30)
     while time.monotonic() - started < args.timeout:
-        open_jobs = db.execute("SELECT count(*) FROM ferroq_jobs WHERE state NOT IN ('completed', 'failed', 'discarded')").fetchone()[0]
+        open_jobs = db.execute(
+            "SELECT count(*) FROM ferroq_jobs WHERE state NOT IN ('completed', 'failed', 'discarded')"
+        ).fetchone()[0]
         if open_jobs == 0:
             break
         time.sleep(0.2)
@@ -124,9 +148,13 @@ def main() -> int:
                 runs.setdefault(int(job_id), []).append((queue, int(attempt), int(start), int(end)))
     states = dict(db.execute("SELECT state, count(*) FROM ferroq_jobs GROUP BY state").fetchall())
     stored = db.execute("SELECT count(*) FROM ferroq_jobs").fetchone()[0]
-    job_errors = db.execute("SELECT count(*) FROM ferroq_jobs WHERE error LIKE '%locked%' OR error LIKE '%busy%'").fetchone()[0]
+    job_errors = db.execute(
+        "SELECT count(*) FROM ferroq_jobs WHERE error LIKE '%locked%' OR error LIKE '%busy%'"
+    ).fetchone()[0]
     worker_lines = "".join(open(os.path.join(work_dir, f"worker{i}.log")).read() for i in range(args.workers))
-    worker_lock_lines = sum(1 for line in worker_lines.splitlines() if "locked" in line.lower() or "busy" in line.lower())
+    worker_lock_lines = sum(
+        1 for line in worker_lines.splitlines() if "locked" in line.lower() or "busy" in line.lower()
+    )
     enqueue_errors = int(open(os.path.join(work_dir, "enqueue_errors.txt")).read() or 0)
     by_queue: dict[str, list[tuple[int, int, int]]] = {}
     for job_id, attempts in runs.items():
@@ -136,7 +164,7 @@ def main() -> int:
     overlaps = 0
     for intervals in by_queue.values():
         intervals.sort()
-        for (s1, e1, _), (s2, _e2, _) in zip(intervals, intervals[1:]):
+        for (_s1, e1, _), (s2, _e2, _) in zip(intervals, intervals[1:], strict=False):
             if s2 < e1:
                 overlaps += 1
     report = {

@@ -29,15 +29,13 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
 
-from helpers import Ledger, ProcessGroup, RawDb, close_apps
+from helpers import Ledger, ProcessGroup, RawDb, close_apps  # noqa: E402 - needs TESTS_DIR on sys.path
 
 #: Storage backends every behaviour test runs against.
 BACKENDS = ["postgres", "sqlite"]
 
 #: Base URL of the test database; each test adds its own ``search_path``.
-BASE_URL = os.environ.get(
-    "FERROQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+BASE_URL = os.environ.get("FERROQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 #: Hard per-test limit when pytest-timeout is installed, so a hung engine fails one test
 #: instead of the whole run.
@@ -46,8 +44,7 @@ PER_TEST_TIMEOUT = 120
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "timeout(seconds): per-test time limit (pytest-timeout)")
-    config.addinivalue_line(
-        "markers", "not_on(backend, reason): skip this test's variant on that backend")
+    config.addinivalue_line("markers", "not_on(backend, reason): skip this test's variant on that backend")
     config.addinivalue_line("markers", "only_on(*backends): run this test on these backends only")
 
 
@@ -66,8 +63,7 @@ def pytest_generate_tests(metafunc):
         skipped.setdefault(mark.args[0], f"{mark.args[0]}: {reason}")
     metafunc.parametrize(
         "backend",
-        [pytest.param(b, marks=[pytest.mark.skip(reason=skipped[b])] if b in skipped else [])
-         for b in allowed],
+        [pytest.param(b, marks=[pytest.mark.skip(reason=skipped[b])] if b in skipped else []) for b in allowed],
     )
 
 

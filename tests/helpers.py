@@ -79,8 +79,10 @@ def wait_for_job(app, job_id: int, states: str | Iterable[str], timeout: float =
     return wait_until(
         check,
         timeout=timeout,
-        message=lambda: f"job {job_id} to reach {wanted}; last seen "
-        f"{None if last[0] is None else (last[0].state, last[0].attempts, last[0].error)}",
+        message=lambda: (
+            f"job {job_id} to reach {wanted}; last seen "
+            f"{None if last[0] is None else (last[0].state, last[0].attempts, last[0].error)}"
+        ),
     )
 
 
@@ -118,12 +120,9 @@ class Recorder:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
             self.running_by_queue[job.queue] += 1
-            self.max_by_queue[job.queue] = max(
-                self.max_by_queue[job.queue], self.running_by_queue[job.queue]
-            )
+            self.max_by_queue[job.queue] = max(self.max_by_queue[job.queue], self.running_by_queue[job.queue])
             self.events.append(
-                dict(kind="start", job_id=job.id, queue=job.queue, attempts=job.attempts,
-                     t=time.monotonic(), **extra)
+                dict(kind="start", job_id=job.id, queue=job.queue, attempts=job.attempts, t=time.monotonic(), **extra)
             )
 
     def finish(self, job, **extra) -> None:
@@ -131,8 +130,7 @@ class Recorder:
             self.running -= 1
             self.running_by_queue[job.queue] -= 1
             self.events.append(
-                dict(kind="finish", job_id=job.id, queue=job.queue, attempts=job.attempts,
-                     t=time.monotonic(), **extra)
+                dict(kind="finish", job_id=job.id, queue=job.queue, attempts=job.attempts, t=time.monotonic(), **extra)
             )
 
     @contextmanager
@@ -146,8 +144,7 @@ class Recorder:
 
     def _select(self, kind: str, job_id: int | None) -> list[dict]:
         with self._lock:
-            return [e for e in self.events
-                    if e["kind"] == kind and (job_id is None or e["job_id"] == job_id)]
+            return [e for e in self.events if e["kind"] == kind and (job_id is None or e["job_id"] == job_id)]
 
     def starts(self, job_id: int | None = None) -> list[dict]:
         return self._select("start", job_id)
@@ -167,8 +164,15 @@ class Recorder:
 
 #: Columns of ``ferroq_jobs`` holding times (timestamptz on PostgreSQL, integer microseconds
 #: since the Unix epoch on SQLite); ``job_row`` returns them as aware UTC datetimes on both.
-TIME_COLUMNS = ("scheduled_at", "run_at", "attempted_at", "next_attempt_at", "done_at",
-                "inserted_at", "lease_expires_at")
+TIME_COLUMNS = (
+    "scheduled_at",
+    "run_at",
+    "attempted_at",
+    "next_attempt_at",
+    "done_at",
+    "inserted_at",
+    "lease_expires_at",
+)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: SQLite's database clock as ferroq stamps it: integer microseconds since the Unix epoch.
@@ -183,7 +187,7 @@ def backend_of(url: str) -> str:
 def sqlite_path(url: str) -> str:
     """The file a ``sqlite:///path`` URL names (SQLAlchemy style: ``////`` = absolute)."""
     assert url.startswith("sqlite:///"), url
-    return url[len("sqlite:///"):].split("?", 1)[0]
+    return url[len("sqlite:///") :].split("?", 1)[0]
 
 
 def _sqlite_placeholders(sql: str) -> str:
@@ -245,19 +249,18 @@ class _SqliteProxy:
 
     def __init__(self, path: str) -> None:
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([sys.executable, "-I", "-c", _SQLITE_SERVER, path],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", _SQLITE_SERVER, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
 
     def execute(self, sql: str, params: Any = ()):
         with self._lock:
-            pickle.dump((sql, tuple(params) if isinstance(params, list) else params),
-                        self._proc.stdin)
+            pickle.dump((sql, tuple(params) if isinstance(params, list) else params), self._proc.stdin)
             self._proc.stdin.flush()
             try:
                 reply = pickle.load(self._proc.stdout)
             except EOFError:
-                raise sqlite3.OperationalError(
-                    f"the sqlite helper process exited (rc={self._proc.poll()})") from None
+                raise sqlite3.OperationalError(f"the sqlite helper process exited (rc={self._proc.poll()})") from None
         if reply[0] == "error":
             raise getattr(sqlite3, reply[1], sqlite3.Error)(reply[2])
         return _Result(*reply[1:])
@@ -296,8 +299,7 @@ class RawDb:
                 self.conn = _SqliteProxy(sqlite_path(url))
             else:
                 # isolation_level=None: autocommit; a generous busy timeout, workers write too.
-                self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=30,
-                                            check_same_thread=False)
+                self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=30, check_same_thread=False)
             self.now_sql = SQLITE_NOW
             self.infinity_sql = "9223372036854775807"
         else:
@@ -337,7 +339,7 @@ class RawDb:
         """Every row as a dict of column name to raw value."""
         cur = self.execute(sql, params)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def to_datetime(self, value):
         """A time read from this database as an aware UTC datetime (None stays None)."""
@@ -350,8 +352,7 @@ class RawDb:
         if self.backend == "sqlite":
             sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
         else:
-            sql = ("SELECT table_name FROM information_schema.tables"
-                   " WHERE table_schema = current_schema()")
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         return {r[0] for r in self.execute(sql).fetchall()}
 
 
@@ -412,8 +413,7 @@ def db_now(db: RawDb) -> datetime:
 def expire_lease(db: RawDb, job_id: int, attempts: int | None = None) -> int:
     """Make the running lease of ``job_id`` (of that attempt, if given) lapse a second ago,
     as if its worker had stopped renewing it. Returns the number of rows changed."""
-    sql = (f"UPDATE ferroq_jobs SET lease_expires_at = {db.seconds_from_now_sql(-1)}"
-           " WHERE id = %s AND state = 'running'")
+    sql = f"UPDATE ferroq_jobs SET lease_expires_at = {db.seconds_from_now_sql(-1)} WHERE id = %s AND state = 'running'"
     params: tuple = (job_id,)
     if attempts is not None:
         sql += " AND attempts = %s"
@@ -491,8 +491,7 @@ class Ledger:
     def record(db: RawDb, job, event: str) -> None:
         """Append ``(job, event)`` (used by the performers in ``tests/apps``)."""
         db.execute(
-            "INSERT INTO ledger (job_id, queue, attempt, pid, event, at)"
-            f" VALUES (%s, %s, %s, %s, %s, {db.now_sql})",
+            f"INSERT INTO ledger (job_id, queue, attempt, pid, event, at) VALUES (%s, %s, %s, %s, %s, {db.now_sql})",
             (job.id, job.queue, job.attempts, os.getpid(), event),
         )
 
@@ -553,7 +552,7 @@ def close_apps(apps: list) -> None:
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - also a Rust panic (a BaseException)
-            warnings.warn(f"app.close() at teardown raised {exc!r}")
+            warnings.warn(f"app.close() at teardown raised {exc!r}", stacklevel=2)
     apps.clear()
     gc.collect()  # performers closing over their app form cycles; free their connections now
 
@@ -564,9 +563,7 @@ def close_apps(apps: list) -> None:
 def subprocess_env(database_url: str | None = None, **extra: Any) -> dict:
     """Environment for a child Python: ``tests/`` importable, the test's database URL."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS_DIR), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     if database_url is not None:
         env["FERROQ_DATABASE_URL"] = database_url
@@ -575,8 +572,9 @@ def subprocess_env(database_url: str | None = None, **extra: Any) -> dict:
     return env
 
 
-def ferroq_cli(*args: str, database_url: str | None = None, timeout: float = 60.0,
-               env: dict | None = None) -> subprocess.CompletedProcess:
+def ferroq_cli(
+    *args: str, database_url: str | None = None, timeout: float = 60.0, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m ferroq *args`` and return the completed process (text output)."""
     return subprocess.run(  # noqa: PLW1510 - callers assert on the exit code
         [sys.executable, "-m", "ferroq", *args],
@@ -598,8 +596,7 @@ class ProcessGroup:
     def spawn(self, args: list[str], env: dict, name: str = "proc") -> subprocess.Popen:
         log = self.dir / f"{name}-{len(self.procs)}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(args, env=env, cwd=str(TESTS_DIR), stdout=out,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(args, env=env, cwd=str(TESTS_DIR), stdout=out, stderr=subprocess.STDOUT)
         proc.log_path = log  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -620,9 +617,7 @@ class ProcessGroup:
             return ""
 
     def describe(self) -> str:
-        return "\n".join(
-            f"--- pid {p.pid} rc={p.poll()} ---\n{self.output(p)[-4000:]}" for p in self.procs
-        )
+        return "\n".join(f"--- pid {p.pid} rc={p.poll()} ---\n{self.output(p)[-4000:]}" for p in self.procs)
 
     def signal(self, proc: subprocess.Popen, sig: int) -> None:
         if proc.poll() is None:
@@ -643,13 +638,19 @@ def reject_job_updates(db: RawDb) -> None:
     """Make every UPDATE of ferroq_jobs fail, as a broken database would, until
     ``allow_job_updates``."""
     if db.backend == "sqlite":
-        db.execute("CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
-                   "BEGIN SELECT RAISE(ABORT, 'updates rejected by the test'); END")
+        db.execute(
+            "CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
+            "BEGIN SELECT RAISE(ABORT, 'updates rejected by the test'); END"
+        )
     else:
-        db.execute("CREATE FUNCTION ferroq_test_reject() RETURNS trigger LANGUAGE plpgsql AS "
-                   "$$BEGIN RAISE EXCEPTION 'updates rejected by the test'; END$$")
-        db.execute("CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
-                   "FOR EACH ROW EXECUTE FUNCTION ferroq_test_reject()")
+        db.execute(
+            "CREATE FUNCTION ferroq_test_reject() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$BEGIN RAISE EXCEPTION 'updates rejected by the test'; END$$"
+        )
+        db.execute(
+            "CREATE TRIGGER ferroq_test_reject BEFORE UPDATE ON ferroq_jobs "
+            "FOR EACH ROW EXECUTE FUNCTION ferroq_test_reject()"
+        )
 
 
 def allow_job_updates(db: RawDb) -> None:

@@ -15,16 +15,30 @@ E = ferroq
 
 
 def test_error_hierarchy():
-    for name in ("ConfigurationError", "UnsupportedDatabaseError", "InvalidJobError",
-                 "InvalidNameError", "InvalidParamsError", "ParamsTooLargeError",
-                 "InvalidScheduleError", "InvalidOptionError", "DatabaseError",
-                 "JobNotFoundError", "JobStateError"):
+    for name in (
+        "ConfigurationError",
+        "UnsupportedDatabaseError",
+        "InvalidJobError",
+        "InvalidNameError",
+        "InvalidParamsError",
+        "ParamsTooLargeError",
+        "InvalidScheduleError",
+        "InvalidOptionError",
+        "DatabaseError",
+        "JobNotFoundError",
+        "JobStateError",
+    ):
         assert issubclass(getattr(ferroq, name), ferroq.FerroqError), name
     assert issubclass(E.FerroqError, Exception)
     assert issubclass(E.UnsupportedDatabaseError, E.ConfigurationError)
     assert issubclass(E.InvalidJobError, ValueError)
-    for sub in (E.InvalidNameError, E.InvalidParamsError, E.ParamsTooLargeError,
-                E.InvalidScheduleError, E.InvalidOptionError):
+    for sub in (
+        E.InvalidNameError,
+        E.InvalidParamsError,
+        E.ParamsTooLargeError,
+        E.InvalidScheduleError,
+        E.InvalidOptionError,
+    ):
         assert issubclass(sub, E.InvalidJobError), sub
     assert issubclass(E.JobNotFoundError, LookupError)
 
@@ -45,11 +59,11 @@ BAD_JOBS = [
     pytest.param(E.InvalidParamsError, ("q", "a", {"x": b"bytes"}), {}, id="bytes-params"),
     pytest.param(E.InvalidParamsError, ("q", "a", {"x": float("nan")}), {}, id="nan-params"),
     pytest.param(E.InvalidScheduleError, ("q", "a"), {"scheduled_at": NAIVE}, id="naive-datetime"),
-    pytest.param(E.InvalidScheduleError, ("q", "a"),
-                 {"scheduled_at": NAIVE.astimezone(), "delay": 5}, id="scheduled-and-delay"),
+    pytest.param(
+        E.InvalidScheduleError, ("q", "a"), {"scheduled_at": NAIVE.astimezone(), "delay": 5}, id="scheduled-and-delay"
+    ),
     pytest.param(E.InvalidScheduleError, ("q", "a"), {"delay": -1}, id="negative-delay"),
-    pytest.param(E.InvalidScheduleError, ("q", "a"), {"delay": timedelta(seconds=-5)},
-                 id="negative-timedelta"),
+    pytest.param(E.InvalidScheduleError, ("q", "a"), {"delay": timedelta(seconds=-5)}, id="negative-timedelta"),
     pytest.param(E.InvalidOptionError, ("q", "a"), {"timeout": 0}, id="zero-timeout"),
     pytest.param(E.InvalidOptionError, ("q", "a"), {"timeout": -1.5}, id="negative-timeout"),
     pytest.param(E.InvalidOptionError, ("q", "a"), {"max_attempts": 0}, id="zero-attempts"),
@@ -121,8 +135,7 @@ def test_default_max_params_size_is_one_mebibyte(app_factory, db):
     assert len(app.get_job(job.id).params["blob"]) == 1024 * 1024 - 100
 
 
-@pytest.mark.parametrize("value", ["nul\u0000byte", "lone \ud800 surrogate"],
-                         ids=["nul", "surrogate"])
+@pytest.mark.parametrize("value", ["nul\u0000byte", "lone \ud800 surrogate"], ids=["nul", "surrogate"])
 def test_awkward_strings_are_rejected_or_stored_losslessly(app_factory, db, value):
     app = app_factory()
     try:
@@ -139,16 +152,20 @@ def test_bad_scope(database_url, scope):
         ferroq.App(database_url, scope=scope)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"concurrency": 0},
-    {"concurrency": -1},
-    {"poll_interval": -1},
-    {"lease_ttl": 0},
-    {"lease_ttl": -2},
-    {"queues": {"emails": 0}},
-    {"queues": {"emails": -3}},
-    {"stop_timeout": -1},
-], ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()))
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"concurrency": 0},
+        {"concurrency": -1},
+        {"poll_interval": -1},
+        {"lease_ttl": 0},
+        {"lease_ttl": -2},
+        {"queues": {"emails": 0}},
+        {"queues": {"emails": -3}},
+        {"stop_timeout": -1},
+    ],
+    ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
+)
 def test_bad_app_options(database_url, kwargs):
     with pytest.raises(E.ConfigurationError):
         ferroq.App(database_url, **kwargs)
@@ -175,8 +192,7 @@ def test_unreachable_database_raises_database_error_quickly():
     app = _app_or_database_error("postgresql://postgres@127.0.0.1:1/x", stop_timeout=2)
     if app is None:
         return
-    for call in (app.migrate, lambda: app.create_job("q", "a"), lambda: app.get_job(1),
-                 lambda: app.list_jobs()):
+    for call in (app.migrate, lambda: app.create_job("q", "a"), lambda: app.get_job(1), lambda: app.list_jobs()):
         started = time.monotonic()
         with pytest.raises(E.DatabaseError):
             call()
@@ -190,8 +206,7 @@ def test_silent_server_raises_database_error_within_connect_timeout():
     server.listen(16)
     port = server.getsockname()[1]
     try:
-        app = _app_or_database_error(f"postgresql://postgres@127.0.0.1:{port}/x",
-                                     connect_timeout=1.0, stop_timeout=2)
+        app = _app_or_database_error(f"postgresql://postgres@127.0.0.1:{port}/x", connect_timeout=1.0, stop_timeout=2)
         if app is None:
             return
         started = time.monotonic()
@@ -202,8 +217,11 @@ def test_silent_server_raises_database_error_within_connect_timeout():
         server.close()
 
 
-@pytest.mark.not_on("sqlite", reason="SQLite creates the schema on first use; covered by "
-                    "test_sqlite.py::test_zero_setup_default_database_in_working_directory")
+@pytest.mark.not_on(
+    "sqlite",
+    reason="SQLite creates the schema on first use; covered by "
+    "test_sqlite.py::test_zero_setup_default_database_in_working_directory",
+)
 def test_queries_before_migrate_raise_database_error(app_factory):
     app = app_factory(migrate=False)
     with pytest.raises(E.DatabaseError):
@@ -241,7 +259,7 @@ def test_unknown_action_fails_the_job_and_the_worker_keeps_running(app_factory):
 
 HOSTILE = [
     "q'; DROP TABLE ferroq_jobs; --",
-    'a"b\'c;$$ $tag$ \\ %s %(x)s',
+    "a\"b'c;$$ $tag$ \\ %s %(x)s",
     "队列 ✓",
     "line\nbreak\ttab",
     "ferroq_jobs.*",
@@ -263,7 +281,11 @@ def test_hostile_names_round_trip_as_data(app_factory, db, name):
     assert (job.scope, job.queue, job.action) == (name, name, name)
     fetched = app.get_job(job.id)
     assert (fetched.scope, fetched.queue, fetched.action, fetched.params) == (
-        name, name, name, {"v": name, name: [name]})
+        name,
+        name,
+        name,
+        {"v": name, name: [name]},
+    )
     assert [j.id for j in app.list_jobs(queue=name, action=name)] == [job.id]
     assert [j.id for j in app.list_jobs(search=name)] == [job.id]
     assert other.list_jobs() == []

@@ -60,8 +60,7 @@ def test_one_job_at_a_time_per_queue_even_with_concurrency_10(app_factory):
     app.start()
     wait_for_jobs(app, [j.id for j in jobs], "completed", timeout=20)
     assert rec.max_by_queue["q"] == 1 and rec.max_by_queue["r"] == 1
-    assert [i for i in rec.order() if app.get_job(i).queue == "q"] == \
-        [j.id for j in jobs if j.queue == "q"]
+    assert [i for i in rec.order() if app.get_job(i).queue == "q"] == [j.id for j in jobs if j.queue == "q"]
 
 
 def test_two_apps_of_one_scope_never_overlap_in_a_queue(app_factory):
@@ -142,9 +141,9 @@ def _wait_row(db, job_id, state, attempts, timeout=10.0):
         row = job_row(db, job_id)
         return row if row["state"] == state and row["attempts"] == attempts else None
 
-    return wait_until(check, timeout=timeout,
-                      message=lambda: f"row {job_id} state={state} attempts={attempts}: "
-                                      f"{job_row(db, job_id)}")
+    return wait_until(
+        check, timeout=timeout, message=lambda: f"row {job_id} state={state} attempts={attempts}: {job_row(db, job_id)}"
+    )
 
 
 def test_default_backoff(app_factory, db):
@@ -257,8 +256,11 @@ def test_on_failure_exception_is_recorded_and_worker_keeps_running(app_factory):
     app.start()
 
     wait_for_job(app, j2.id, "completed")
-    wait_until(lambda: "on_failure" in (app.get_job(j1.id).error or ""), timeout=5,
-               message=lambda: f"on_failure in error: {app.get_job(j1.id).error!r}")
+    wait_until(
+        lambda: "on_failure" in (app.get_job(j1.id).error or ""),
+        timeout=5,
+        message=lambda: f"on_failure in error: {app.get_job(j1.id).error!r}",
+    )
     assert app.get_job(j1.id).state == "failed"
     later = app.create_job("other", "ok")
     wait_for_job(app, later.id, "completed")
@@ -318,12 +320,15 @@ def test_scopes_never_see_each_others_jobs(app_factory):
     seen = {"alpha": [], "beta": []}
 
     for app, name in ((alpha, "alpha"), (beta, "beta")):
+
         def make(name):
             def work(job):
                 seen[name].append((job.id, job.scope))
                 if job.params.get("hold"):
                     gate.wait(20)
+
             return work
+
         app.performer("work")(make(name))
 
     held = alpha.create_job("shared", "work", {"hold": True})
@@ -449,8 +454,9 @@ def test_timeout_interrupts_a_sync_busy_loop(app_factory):
     [start], [finish] = rec.starts(j1.id), rec.finishes(j1.id)
     assert finish["outcome"] == "interrupted"
     assert finish["t"] - start["t"] < 5
-    assert rec.starts(j2.id)[0]["t"] >= finish["t"], \
+    assert rec.starts(j2.id)[0]["t"] >= finish["t"], (
         "the queue's next job started while the timed-out performer was still running"
+    )
 
 
 def test_blocking_queue_stays_locked_until_a_timed_out_sync_performer_returns(app_factory):
@@ -470,5 +476,6 @@ def test_blocking_queue_stays_locked_until_a_timed_out_sync_performer_returns(ap
     wait_for_job(app, j2.id, "completed", timeout=15)
     failed = app.get_job(j1.id)
     assert failed.state == "failed" and "timeout" in failed.error.lower()
-    assert rec.starts(j2.id)[0]["t"] >= rec.finishes(j1.id)[0]["t"], \
+    assert rec.starts(j2.id)[0]["t"] >= rec.finishes(j1.id)[0]["t"], (
         "the queue's next job started while the timed-out performer was still running"
+    )

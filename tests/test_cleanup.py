@@ -18,8 +18,7 @@ def test_cleanup_deletes_only_own_completed_jobs(app_factory):
     other_done = other.create_job("q", "ok")
     assert other.drain() == 1
 
-    app = app_factory(scope="mine", cleanup_interval=0.5, job_retention=timedelta(seconds=0.5),
-                      poll_interval=60)
+    app = app_factory(scope="mine", cleanup_interval=0.5, job_retention=timedelta(seconds=0.5), poll_interval=60)
 
     @app.performer("ok")
     def ok(job):
@@ -36,14 +35,15 @@ def test_cleanup_deletes_only_own_completed_jobs(app_factory):
     completed = app.create_job("c", "ok")
     wait_for_job(app, completed.id, "completed")
 
-    wait_until(lambda: app.get_job(completed.id) is None, timeout=10,
-               message="the completed job to be cleaned up")
+    wait_until(lambda: app.get_job(completed.id) is None, timeout=10, message="the completed job to be cleaned up")
 
     def untouched():
-        return (app.get_job(failed.id) is not None
-                and app.get_job(failed.id).state == "failed"
-                and app.get_job(pending.id) is not None
-                and other.get_job(other_done.id) is not None)
+        return (
+            app.get_job(failed.id) is not None
+            and app.get_job(failed.id).state == "failed"
+            and app.get_job(pending.id) is not None
+            and other.get_job(other_done.id) is not None
+        )
 
     # Older than the deleted job, so a wrong sweep would already have taken them; keep
     # watching for a couple more sweeps.
@@ -66,9 +66,9 @@ def test_cleanup_is_off_by_default(app_factory):
 
 def test_cleanup_interval_accepts_seconds_and_timedelta(app_factory):
     for interval in (0.3, timedelta(milliseconds=300)):
-        app = app_factory(scope=f"s{interval!s}", cleanup_interval=interval,
-                          job_retention=timedelta(seconds=0.5),
-                          poll_interval=60)
+        app = app_factory(
+            scope=f"s{interval!s}", cleanup_interval=interval, job_retention=timedelta(seconds=0.5), poll_interval=60
+        )
 
         @app.performer("ok")
         def ok(job):

@@ -16,18 +16,22 @@ def test_concurrent_queue_runs_up_to_its_limit(app_factory, kind):
     rec = Recorder()
 
     if kind == "sync":
+
         @app.performer("send")
         def send(job):
             with rec.run(job):
                 time.sleep(0.3)
     else:
+
         @app.performer("send")
         async def send(job):
             with rec.run(job):
                 await asyncio.sleep(0.3)
 
-    jobs = app.create_jobs([{"queue": "emails", "action": "send"} for _ in range(9)]
-                           + [{"queue": "other", "action": "send"} for _ in range(3)])
+    jobs = app.create_jobs(
+        [{"queue": "emails", "action": "send"} for _ in range(9)]
+        + [{"queue": "other", "action": "send"} for _ in range(3)]
+    )
     app.start()
     wait_for_jobs(app, [j.id for j in jobs], "completed", timeout=20)
     assert rec.max_by_queue["emails"] <= 3, "the concurrent queue exceeded its limit"
@@ -45,12 +49,10 @@ def test_concurrent_queue_runs_in_priority_order(app_factory):
             pass
 
     priorities = [5, 0, 3, 1, 0, 9, 3]
-    jobs = [app.create_job("emails", "send", {"i": i}, priority=p)
-            for i, p in enumerate(priorities)]
+    jobs = [app.create_job("emails", "send", {"i": i}, priority=p) for i, p in enumerate(priorities)]
     app.start()
     wait_for_jobs(app, [j.id for j in jobs], "completed")
-    expected = [j.id for _, _, j in sorted((p, i, j) for i, (p, j) in
-                                           enumerate(zip(priorities, jobs)))]
+    expected = [j.id for _, _, j in sorted((p, i, j) for i, (p, j) in enumerate(zip(priorities, jobs, strict=True)))]
     assert rec.order() == expected
 
 

@@ -13,8 +13,7 @@ import ferroq
 
 
 def _is_utc_aware(value: datetime) -> bool:
-    return isinstance(value, datetime) and value.tzinfo is not None \
-        and value.utcoffset() == timedelta(0)
+    return isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() == timedelta(0)
 
 
 def test_create_job_defaults(app_factory, db):
@@ -48,16 +47,30 @@ def test_create_job_defaults(app_factory, db):
     assert row["params"] == {"to": "a@b.c", "n": [1, 2.5, None, True]}
 
     fetched = app.get_job(job.id)
-    for field in ("id", "scope", "queue", "action", "params", "priority", "sequence", "state",
-                  "attempts", "max_attempts", "timeout", "max_backoff", "scheduled_at",
-                  "inserted_at", "error", "result"):
+    for field in (
+        "id",
+        "scope",
+        "queue",
+        "action",
+        "params",
+        "priority",
+        "sequence",
+        "state",
+        "attempts",
+        "max_attempts",
+        "timeout",
+        "max_backoff",
+        "scheduled_at",
+        "inserted_at",
+        "error",
+        "result",
+    ):
         assert getattr(fetched, field) == getattr(job, field), field
 
 
 def test_create_job_options_are_stored(app_factory):
     app = app_factory(scope="billing")
-    job = app.create_job("q", "charge", {"k": "v"}, timeout=5, max_backoff=10.5,
-                         max_attempts=3, priority=7)
+    job = app.create_job("q", "charge", {"k": "v"}, timeout=5, max_backoff=10.5, max_attempts=3, priority=7)
     fetched = app.get_job(job.id)
     for j in (job, fetched):
         assert j.scope == "billing"
@@ -107,14 +120,19 @@ def test_scheduled_at_in_the_past_is_available(app_factory):
 
 def test_create_jobs_bulk(app_factory, db):
     app = app_factory()
-    jobs = app.create_jobs([
-        {"queue": "q1", "action": "a", "params": {"i": 1}},
-        {"queue": "q2", "action": "b", "params": {"i": 2}, "delay": 60, "priority": 3},
-        {"queue": "q1", "action": "c", "params": {"i": 3}, "max_attempts": 2, "timeout": 9},
-    ])
+    jobs = app.create_jobs(
+        [
+            {"queue": "q1", "action": "a", "params": {"i": 1}},
+            {"queue": "q2", "action": "b", "params": {"i": 2}, "delay": 60, "priority": 3},
+            {"queue": "q1", "action": "c", "params": {"i": 3}, "max_attempts": 2, "timeout": 9},
+        ]
+    )
     assert [type(j) for j in jobs] == [ferroq.Job] * 3
     assert [(j.queue, j.action, j.params) for j in jobs] == [
-        ("q1", "a", {"i": 1}), ("q2", "b", {"i": 2}), ("q1", "c", {"i": 3})]
+        ("q1", "a", {"i": 1}),
+        ("q2", "b", {"i": 2}),
+        ("q1", "c", {"i": 3}),
+    ]
     assert len({j.id for j in jobs}) == 3
     assert [j.state for j in jobs] == ["available", "scheduled", "available"]
     assert jobs[1].priority == 3
@@ -136,10 +154,12 @@ def test_acreate_job_and_acreate_jobs(app_factory, db):
 
     async def main():
         one = await app.acreate_job("q", "a", {"x": 1}, priority=2)
-        many = await app.acreate_jobs([
-            {"queue": "q", "action": "a", "params": {"x": 2}},
-            {"queue": "r", "action": "b", "params": {"x": 3}, "delay": timedelta(minutes=5)},
-        ])
+        many = await app.acreate_jobs(
+            [
+                {"queue": "q", "action": "a", "params": {"x": 2}},
+                {"queue": "r", "action": "b", "params": {"x": 3}, "delay": timedelta(minutes=5)},
+            ]
+        )
         return one, many
 
     one, many = asyncio.run(main())
@@ -234,9 +254,12 @@ def test_new_job_created_by_another_app_is_picked_up(app_factory):
     wait_until(lambda: done == [job.id], timeout=5)
 
 
-@pytest.mark.not_on("sqlite", reason="SQLite has one writer per file: while the caller's "
-                    "transaction holds the write lock no other job can be committed, so a job "
-                    "cannot be created and run while an earlier one waits to commit")
+@pytest.mark.not_on(
+    "sqlite",
+    reason="SQLite has one writer per file: while the caller's "
+    "transaction holds the write lock no other job can be committed, so a job "
+    "cannot be created and run while an earlier one waits to commit",
+)
 def test_job_committed_late_is_not_skipped_in_its_blocking_queue(app_factory, database_url):
     # The first job of the queue is created inside a transaction that commits after a later
     # job was committed and run: it must still run once visible (FIFO over visible jobs).
@@ -270,8 +293,7 @@ def test_app_as_context_manager_starts_and_stops(app_factory, db):
         wait_for_job(app, job.id, "completed")
     after = app.create_job("q", "a")
     app.notify()
-    assert stays_true(lambda: app.get_job(after.id).state == "available", 1.0), \
-        "a stopped app still ran jobs"
+    assert stays_true(lambda: app.get_job(after.id).state == "available", 1.0), "a stopped app still ran jobs"
     assert ran == [job.id]
 
 
@@ -306,8 +328,7 @@ def test_close_stops_the_worker_and_the_app_stays_usable(app_factory):
 
     # A later call opens a new pool.
     job = app.create_job("q", "a")
-    assert stays_true(lambda: app.get_job(job.id).state == "available", 0.3), \
-        "a closed app still ran jobs"
+    assert stays_true(lambda: app.get_job(job.id).state == "available", 0.3), "a closed app still ran jobs"
     assert app.drain() == 1
     assert app.get_job(job.id).result == "ok"
     app.close()

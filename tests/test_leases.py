@@ -26,8 +26,7 @@ from helpers import (
 LEASE_TTL = 2.0
 
 
-def test_killed_workers_job_runs_again_after_lease_expiry(app_factory, database_url, ledger,
-                                                          processes):
+def test_killed_workers_job_runs_again_after_lease_expiry(app_factory, database_url, ledger, processes):
     producer = app_factory()
     job = producer.create_job("q", "first_attempt_hangs")
     a = processes.worker("apps.ledger_app:app", database_url, TEST_LEASE_TTL=LEASE_TTL)
@@ -41,8 +40,7 @@ def test_killed_workers_job_runs_again_after_lease_expiry(app_factory, database_
     recovery = time.monotonic() - killed_at
 
     starts = ledger.starts(job.id)
-    assert [(s["attempt"], s["pid"]) for s in starts] == [(1, a.pid), (2, b.pid)], \
-        processes.describe()
+    assert [(s["attempt"], s["pid"]) for s in starts] == [(1, a.pid), (2, b.pid)], processes.describe()
     assert done.attempts == 2
     assert done.result == {"pid": b.pid, "attempt": 2}
     assert recovery < LEASE_TTL + 6, f"job came back {recovery:.1f}s after the kill"
@@ -97,9 +95,13 @@ def test_stale_attempt_cannot_complete_a_reclaimed_job(app_factory, database_url
         assert (row["state"], row["attempts"]) == ("running", 2)
 
         release[1].set()
-        wait_until(lambda: 1 in completed, timeout=10,
-                   message=lambda: f"stale attempt to finish (interruptions: {interruptions})")
+        wait_until(
+            lambda: 1 in completed,
+            timeout=10,
+            message=lambda: f"stale attempt to finish (interruptions: {interruptions})",
+        )
         assert completed[1] is False, "the stale attempt completed a job it no longer owned"
+
         # The stale attempt returning does not end the job that attempt 2 is running.
         def state_and_attempts():
             row = job_row(db, job.id)
@@ -167,9 +169,13 @@ def test_lease_is_extended_while_a_performer_holds_the_gil(app_factory, database
     for app in apps:
         app.performer("hog")(perform)
     job = apps[0].create_job("q", "hog")
-    sampler = subprocess.Popen([sys.executable, "-c", LEASE_SAMPLER, database_url, str(job.id),
-                                "30"], env=subprocess_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    sampler = subprocess.Popen(
+        [sys.executable, "-c", LEASE_SAMPLER, database_url, str(job.id), "30"],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for app in apps:
             app.start()

@@ -21,10 +21,14 @@ def test_a_failing_claim_is_logged_and_the_worker_recovers(app_factory, db, capl
         job = app.create_job("q", "ok")
 
         def claim_failure_logged():
-            return [r for r in caplog.records
-                    if r.name == "ferroq" and r.levelno == logging.WARNING
-                    and "claiming jobs failed" in r.getMessage()
-                    and "updates rejected by the test" in r.getMessage()]
+            return [
+                r
+                for r in caplog.records
+                if r.name == "ferroq"
+                and r.levelno == logging.WARNING
+                and "claiming jobs failed" in r.getMessage()
+                and "updates rejected by the test" in r.getMessage()
+            ]
 
         wait_until(claim_failure_logged, timeout=10)
     finally:

@@ -27,10 +27,12 @@ def test_result_is_stored(app_factory, kind):
     app = app_factory()
 
     if kind == "sync":
+
         @app.performer("ret")
         def ret(job):
             return RESULTS[job.params["key"]]
     else:
+
         @app.performer("ret")
         async def ret(job):
             return RESULTS[job.params["key"]]
@@ -52,15 +54,22 @@ def test_performer_sees_its_running_job(app_factory):
 
     @app.performer("look")
     def look(job):
-        seen.update(id=job.id, state=job.state, attempts=job.attempts, queue=job.queue,
-                    action=job.action, params=job.params, attempted_by=job.attempted_by,
-                    attempted_at=job.attempted_at, scope=job.scope)
+        seen.update(
+            id=job.id,
+            state=job.state,
+            attempts=job.attempts,
+            queue=job.queue,
+            action=job.action,
+            params=job.params,
+            attempted_by=job.attempted_by,
+            attempted_at=job.attempted_at,
+            scope=job.scope,
+        )
 
     job = app.create_job("q", "look", {"x": [1]})
     assert app.drain() == 1
     assert seen["id"] == job.id and seen["state"] == "running" and seen["attempts"] == 1
-    assert (seen["queue"], seen["action"], seen["params"], seen["scope"]) == (
-        "q", "look", {"x": [1]}, "default")
+    assert (seen["queue"], seen["action"], seen["params"], seen["scope"]) == ("q", "look", {"x": [1]}, "default")
     assert seen["attempted_at"] is not None
     assert "node-7" in seen["attempted_by"]
     assert "node-7" in app.get_job(job.id).attempted_by
@@ -159,8 +168,7 @@ def test_job_complete_inside_the_performers_transaction(app_factory, database_ur
                 execute_in(conn, "INSERT INTO receipts VALUES (%s)", (job.id,))
                 seen["complete"] = job.complete(conn)
                 with RawDb.connect(database_url) as other:
-                    seen["state_before_commit"] = other.scalar(
-                        "SELECT state FROM ferroq_jobs WHERE id = %s", (job.id,))
+                    seen["state_before_commit"] = other.scalar("SELECT state FROM ferroq_jobs WHERE id = %s", (job.id,))
                 if after == "rollback_then_raise":
                     conn.rollback()
                 else:
@@ -200,8 +208,16 @@ def test_job_complete_inside_the_performers_transaction(app_factory, database_ur
 def test_job_is_read_only(app_factory):
     app = app_factory()
     job = app.create_job("q", "a", {"x": 1})
-    for attr, value in [("state", "completed"), ("params", {}), ("attempts", 5), ("id", 1),
-                        ("result", 1), ("queue", "other"), ("error", "x"), ("new_attr", 1)]:
+    for attr, value in [
+        ("state", "completed"),
+        ("params", {}),
+        ("attempts", 5),
+        ("id", 1),
+        ("result", 1),
+        ("queue", "other"),
+        ("error", "x"),
+        ("new_attr", 1),
+    ]:
         with pytest.raises(AttributeError):
             setattr(job, attr, value)
     assert job.state == "available" and job.params == {"x": 1}
@@ -257,10 +273,10 @@ def test_list_jobs_filters(listed):
 
 def test_list_jobs_search(listed):
     app, (j1, j2, j3, j4) = listed
-    assert _ids(app.list_jobs(search="alice")) == [j1]      # params, any case
+    assert _ids(app.list_jobs(search="alice")) == [j1]  # params, any case
     assert _ids(app.list_jobs(search="ALICE")) == [j1]
-    assert _ids(app.list_jobs(search="needle")) == [j2]     # error
-    assert _ids(app.list_jobs(search="BETA")) == [j2, j4]   # action
+    assert _ids(app.list_jobs(search="needle")) == [j2]  # error
+    assert _ids(app.list_jobs(search="BETA")) == [j2, j4]  # action
     assert _ids(app.list_jobs(search="zzz")) == []
     assert _ids(app.list_jobs(search="alpha", queue="q2")) == [j3]
 
@@ -279,8 +295,7 @@ def test_paginate_jobs(listed):
     app, (j1, j2, j3, j4) = listed
     page = app.paginate_jobs(page_size=3, page_number=1)
     assert isinstance(page, ferroq.Page)
-    assert (_ids(page.data), page.total, page.page_number, page.page_size) == (
-        [j1, j2, j3], 4, 1, 3)
+    assert (_ids(page.data), page.total, page.page_number, page.page_size) == ([j1, j2, j3], 4, 1, 3)
     page = app.paginate_jobs(page_size=3, page_number=2)
     assert (_ids(page.data), page.total, page.page_number) == ([j4], 4, 2)
     page = app.paginate_jobs(page_size=3, page_number=3)
@@ -288,8 +303,7 @@ def test_paginate_jobs(listed):
     page = app.paginate_jobs(page_size=1, page_number=2, queue="q1")
     assert (_ids(page.data), page.total) == ([j2], 2)
     page = app.paginate_jobs(search="beta", state=["discarded", "available"])
-    assert (_ids(page.data), page.total, page.page_number, page.page_size) == (
-        [j2, j4], 2, 1, 20)
+    assert (_ids(page.data), page.total, page.page_number, page.page_size) == ([j2, j4], 2, 1, 20)
 
 
 # --- cancel, retry, drain -------------------------------------------------------------------

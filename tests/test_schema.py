@@ -18,8 +18,7 @@ def _tables(db) -> set[str]:
 
 
 def _versions(db) -> list:
-    return [r[0] for r in db.execute(
-        "SELECT version FROM ferroq_schema_migrations ORDER BY version").fetchall()]
+    return [r[0] for r in db.execute("SELECT version FROM ferroq_schema_migrations ORDER BY version").fetchall()]
 
 
 def test_migrate_creates_tables_and_is_idempotent(app_factory, db):
@@ -52,18 +51,22 @@ def test_two_processes_migrating_at_once_both_succeed(database_url, db):
     start_at = str(time.time() + 2.0)
     env = subprocess_env(database_url)
     procs = [
-        subprocess.Popen([sys.executable, "-c", script, start_at], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, start_at],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=60)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, f"concurrent migrate failed:\n{out}"
 
     assert {"ferroq_jobs", "ferroq_schema_migrations"} <= _tables(db)
     versions = _versions(db)
-    assert versions and len(versions) == len(set(versions)), \
-        f"a migration version was recorded twice: {versions}"
+    assert versions and len(versions) == len(set(versions)), f"a migration version was recorded twice: {versions}"
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])
@@ -95,16 +98,20 @@ def test_cli_migrate(database_url, db, app_factory, how):
 def test_console_script_ferroq_migrate(database_url, db):
     script = os.path.join(sysconfig.get_path("scripts"), "ferroq")
     assert os.path.exists(script), f"console script not installed at {script}"
-    proc = subprocess.run([script, "migrate", "--database-url", database_url],  # noqa: PLW1510
-                          env=subprocess_env(), cwd=str(TESTS_DIR), capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        [script, "migrate", "--database-url", database_url],  # noqa: PLW1510
+        env=subprocess_env(),
+        cwd=str(TESTS_DIR),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "ferroq_jobs" in _tables(db)
 
 
 def test_cli_migrate_unreachable_database_fails_cleanly():
     started = time.monotonic()
-    proc = ferroq_cli("migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/x",
-                      timeout=30)
+    proc = ferroq_cli("migrate", "--database-url", "postgresql://postgres@127.0.0.1:1/x", timeout=30)
     assert proc.returncode != 0
     assert time.monotonic() - started < 15

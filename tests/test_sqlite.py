@@ -44,8 +44,14 @@ ENQUEUE_ONE = textwrap.dedent(
 
 
 def _python(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script, *args], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -165,8 +171,7 @@ def test_missing_directory_is_a_configuration_error(tmp_path, own_apps):
         assert str(missing) in str(exc), str(exc)
     assert not (tmp_path / "no").exists(), "ferroq created the missing directory"
 
-    proc = ferroq_cli("migrate", "--database-url", f"sqlite:///{missing / 'jobs.db'}",
-                      timeout=30)
+    proc = ferroq_cli("migrate", "--database-url", f"sqlite:///{missing / 'jobs.db'}", timeout=30)
     assert proc.returncode != 0
     assert "ConfigurationError" in proc.stderr and str(missing) in proc.stderr, proc.stderr
 
@@ -181,9 +186,11 @@ def test_path_that_is_a_directory_fails_clearly(tmp_path, own_apps):
 
 def test_read_only_database_file_fails_clearly(tmp_path, own_apps):
     if os.geteuid() == 0:
-        pytest.skip("running as root: chmod 0o444 does not stop root from writing the file "
-                    "(the path-is-a-directory case is covered by "
-                    "test_path_that_is_a_directory_fails_clearly)")
+        pytest.skip(
+            "running as root: chmod 0o444 does not stop root from writing the file "
+            "(the path-is-a-directory case is covered by "
+            "test_path_that_is_a_directory_fails_clearly)"
+        )
     path = tmp_path / "jobs.db"
     proc = ferroq_cli("migrate", "--database-url", f"sqlite:///{path}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -198,8 +205,7 @@ def test_read_only_database_file_fails_clearly(tmp_path, own_apps):
 # --- transactional enqueue beside the engine ------------------------------------------------------
 
 
-def test_engine_write_while_a_callers_transaction_is_open_loses_nothing(app_factory,
-                                                                          database_url, db):
+def test_engine_write_while_a_callers_transaction_is_open_loses_nothing(app_factory, database_url, db):
     # The caller's sqlite3 transaction holds the file's write lock; a write by the engine in
     # the same process must wait for it (or fail), never write beside it.
     app = app_factory()
@@ -222,8 +228,7 @@ def test_engine_write_while_a_callers_transaction_is_open_loses_nothing(app_fact
     assert "job" in other, f"the engine's write failed: {other.get('error')!r}"
     assert other["job"].id != mine.id, "two jobs were given the same id"
     jobs = {j.id: (j.queue, j.params) for j in app.list_jobs()}
-    assert jobs == {mine.id: ("q", {"n": 1}), other["job"].id: ("r", {"n": 2})}, \
-        "a committed job was lost"
+    assert jobs == {mine.id: ("q", {"n": 1}), other["job"].id: ("r", {"n": 2})}, "a committed job was lost"
     assert count_jobs(db) == 2
 
 
@@ -253,8 +258,9 @@ ENQUEUE_MANY = textwrap.dedent(
 
 
 def _wait_for_banners(processes, workers):
-    wait_until(lambda: all("ferroq worker" in processes.output(w) for w in workers),
-               timeout=30, message=processes.describe)
+    wait_until(
+        lambda: all("ferroq worker" in processes.output(w) for w in workers), timeout=30, message=processes.describe
+    )
 
 
 def test_several_processes_on_one_file(app_factory, database_url, ledger, processes, db):
@@ -262,8 +268,11 @@ def test_several_processes_on_one_file(app_factory, database_url, ledger, proces
     app_factory()  # schema in place before the processes start
     workers = [processes.worker(TARGET, database_url, TEST_CONCURRENCY=4) for _ in range(3)]
     _wait_for_banners(processes, workers)
-    enqueuer = processes.spawn([sys.executable, "-c", ENQUEUE_MANY, database_url, str(total),
-                                str(queues)], subprocess_env(database_url), name="enqueuer")
+    enqueuer = processes.spawn(
+        [sys.executable, "-c", ENQUEUE_MANY, database_url, str(total), str(queues)],
+        subprocess_env(database_url),
+        name="enqueuer",
+    )
 
     assert enqueuer.wait(timeout=120) == 0, processes.describe()
     assert f"created {total}" in processes.output(enqueuer)
@@ -271,18 +280,26 @@ def test_several_processes_on_one_file(app_factory, database_url, ledger, proces
     def completed():
         return db.scalar("SELECT count(*) FROM ferroq_jobs WHERE state = 'completed'") == total
 
-    wait_until(completed, timeout=120, interval=0.2, message=lambda: (
-        f"{db.rows('SELECT state, count(*) AS n FROM ferroq_jobs GROUP BY state')}\n"
-        + processes.describe()))
+    wait_until(
+        completed,
+        timeout=120,
+        interval=0.2,
+        message=lambda: (
+            f"{db.rows('SELECT state, count(*) AS n FROM ferroq_jobs GROUP BY state')}\n" + processes.describe()
+        ),
+    )
     assert all(w.poll() is None for w in workers), processes.describe()
 
     assert count_jobs(db) == total
     errors = db.rows("SELECT id, error FROM ferroq_jobs WHERE error IS NOT NULL")
     assert errors == [], f"jobs recorded errors: {errors[:5]}"
-    logs = [line for p in processes.procs for line in processes.output(p).lower().splitlines()
-            if not line.startswith("ferroq worker ")]  # the banner names the host
-    assert [line for line in logs if "locked" in line or "busy" in line] == [], \
-        processes.describe()
+    logs = [
+        line
+        for p in processes.procs
+        for line in processes.output(p).lower().splitlines()
+        if not line.startswith("ferroq worker ")
+    ]  # the banner names the host
+    assert [line for line in logs if "locked" in line or "busy" in line] == [], processes.describe()
 
     starts = ledger.starts()
     per_job = Counter(r["job_id"] for r in starts)
@@ -308,8 +325,7 @@ def test_several_processes_on_one_file(app_factory, database_url, ledger, proces
 LEASE_TTL = 2.0
 
 
-def test_killed_worker_jobs_run_again_on_another_worker(app_factory, database_url, ledger,
-                                                        processes, db):
+def test_killed_worker_jobs_run_again_on_another_worker(app_factory, database_url, ledger, processes, db):
     # Worker A takes four hanging jobs (one per queue) and is killed mid-job; worker B runs
     # them again once their leases lapse, then each queue's next job.
     producer = app_factory()
@@ -333,10 +349,11 @@ def test_killed_worker_jobs_run_again_on_another_worker(app_factory, database_ur
         runs = [(s["attempt"], s["pid"]) for s in ledger.starts(job.id)]
         assert runs == [(1, a.pid), (2, b.pid)], processes.describe()
         assert job.attempts == 2 and job.result == {"pid": b.pid, "attempt": 2}
-    for hung, after in zip(hanging, behind):
+    for hung, after in zip(hanging, behind, strict=True):
         [start] = ledger.starts(after.id)
         [finish] = [f for f in ledger.finishes(hung.id) if f["pid"] == b.pid]
-        assert start["pid"] == b.pid and start["id"] > finish["id"], \
+        assert start["pid"] == b.pid and start["id"] > finish["id"], (
             f"queue {after.queue}: the next job started before the re-run finished"
+        )
     assert b.poll() is None, "the surviving worker exited"
     assert db.scalar("PRAGMA integrity_check") == "ok"

@@ -21,12 +21,16 @@ def _start(processes, database_url, launcher, **env):
         return processes.worker(TARGET, database_url, **env)
     return processes.spawn(
         [sys.executable, "-c", "from apps.ledger_app import app; app.run()"],
-        subprocess_env(database_url, **env), name="run")
+        subprocess_env(database_url, **env),
+        name="run",
+    )
 
 
-@pytest.mark.parametrize("launcher, sig", [("cli", signal.SIGTERM), ("cli", signal.SIGINT),
-                                           ("run", signal.SIGTERM)],
-                         ids=["worker-SIGTERM", "worker-SIGINT", "run-SIGTERM"])
+@pytest.mark.parametrize(
+    "launcher, sig",
+    [("cli", signal.SIGTERM), ("cli", signal.SIGINT), ("run", signal.SIGTERM)],
+    ids=["worker-SIGTERM", "worker-SIGINT", "run-SIGTERM"],
+)
 def test_worker_drains_on_signal(app_factory, database_url, ledger, processes, launcher, sig):
     producer = app_factory()
     worker = _start(processes, database_url, launcher, TEST_STOP_TIMEOUT=20)
@@ -48,8 +52,7 @@ def test_worker_drains_on_signal(app_factory, database_url, ledger, processes, l
 
 
 @pytest.mark.parametrize("action", ["record", "record_async"])
-def test_job_running_past_stop_timeout_is_released(app_factory, database_url, ledger, processes,
-                                                   action):
+def test_job_running_past_stop_timeout_is_released(app_factory, database_url, ledger, processes, action):
     producer = app_factory()
     worker = processes.worker(TARGET, database_url, TEST_STOP_TIMEOUT=1)
     job = producer.create_job("q", action, {"sleep": 30}, max_attempts=1)
@@ -73,8 +76,7 @@ def test_job_running_past_stop_timeout_is_released(app_factory, database_url, le
 
 def test_cli_concurrency_option(app_factory, database_url, ledger, processes):
     producer = app_factory()
-    jobs = producer.create_jobs([{"queue": f"q{i}", "action": "record", "params": {"sleep": 0.3}}
-                                 for i in range(4)])
+    jobs = producer.create_jobs([{"queue": f"q{i}", "action": "record", "params": {"sleep": 0.3}} for i in range(4)])
     processes.worker(TARGET, database_url, "--concurrency", "1", TEST_CONCURRENCY=4)
     for job in jobs:
         wait_for_job(producer, job.id, "completed", timeout=20)
@@ -82,19 +84,16 @@ def test_cli_concurrency_option(app_factory, database_url, ledger, processes):
     assert overlapping == [], "--concurrency 1 ran jobs at the same time"
 
 
-def test_two_workers_run_every_job_once_without_overlap(app_factory, database_url, ledger,
-                                                        processes, db):
+def test_two_workers_run_every_job_once_without_overlap(app_factory, database_url, ledger, processes, db):
     producer = app_factory()
     workers = [processes.worker(TARGET, database_url, TEST_CONCURRENCY=4) for _ in range(2)]
     rnd = random.Random(7)
-    jobs = producer.create_jobs([
-        {"queue": f"q{i % 20}", "action": "record", "params": {"sleep": rnd.uniform(0, 0.02)}}
-        for i in range(200)
-    ])
+    jobs = producer.create_jobs(
+        [{"queue": f"q{i % 20}", "action": "record", "params": {"sleep": rnd.uniform(0, 0.02)}} for i in range(200)]
+    )
 
     def all_done():
-        return db.execute(
-            "SELECT count(*) FROM ferroq_jobs WHERE state = 'completed'").fetchone()[0] == 200
+        return db.execute("SELECT count(*) FROM ferroq_jobs WHERE state = 'completed'").fetchone()[0] == 200
 
     wait_until(all_done, timeout=90, interval=0.2, message=processes.describe)
     assert all(w.poll() is None for w in workers), processes.describe()
@@ -121,6 +120,7 @@ def test_in_process_stop_releases_jobs_past_the_timeout(app_factory, kind):
     started = []
 
     if kind == "sync":
+
         @app.performer("long")
         def long(job):
             started.append(job.attempts)

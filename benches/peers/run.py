@@ -1014,7 +1014,8 @@ def main() -> int:
                 other = [r["other_cpu"] for r in runs if r.get("other_cpu", 0) >= args.other_cpu_flag]
                 if other:
                     flags.append(
-                        f"other processes used up to {max(other):.0%} of the machine during {len(other)} of the timed runs"
+                        f"other processes used up to {max(other):.0%} of the machine"
+                        f" during {len(other)} of the timed runs"
                     )
                 if error:
                     flags.append(f"run {len(runs) + 1} failed: {error}")

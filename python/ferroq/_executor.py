@@ -115,6 +115,9 @@ class Executor:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)
+            if not self._loop.is_running():
+                # Its self-pipe sockets stay open until the loop is closed.
+                self._loop.close()
 
     # -- sync performers ----------------------------------------------------------------------
 

@@ -57,7 +57,10 @@ def _jobs(args: argparse.Namespace) -> int:
     print(f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20} error")
     for job in jobs:
         error = (job.error or "").splitlines()[-1:] or [""]
-        print(f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20} {job.action:<20} {error[0][:60]}")
+        print(
+            f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20}"
+            f" {job.action:<20} {error[0][:60]}"
+        )
     return 0
 
 

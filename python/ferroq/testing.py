@@ -26,7 +26,11 @@ def _find(app: Any, queue: str | None, action: str | None, params: Any) -> list[
 
 
 def _describe(queue: str | None, action: str | None, params: Any) -> str:
-    parts = [f"{name}={value!r}" for name, value in (("queue", queue), ("action", action), ("params", params)) if value is not None]
+    parts = [
+        f"{name}={value!r}"
+        for name, value in (("queue", queue), ("action", action), ("params", params))
+        if value is not None
+    ]
     return ", ".join(parts) or "any job"
 
 
@@ -35,7 +39,9 @@ def assert_job_created(app: Any, queue: str | None = None, action: str | None = 
     match); raise AssertionError when there is none."""
     found = _find(app, queue, action, params)
     if not found:
-        raise AssertionError(f"expected a job with {_describe(queue, action, params)} in scope {app.scope!r}, found none")
+        raise AssertionError(
+            f"expected a job with {_describe(queue, action, params)} in scope {app.scope!r}, found none"
+        )
     return found[0]
 
 
@@ -43,4 +49,6 @@ def refute_job_created(app: Any, queue: str | None = None, action: str | None = 
     """Raise AssertionError if ``app``'s scope has a job matching queue, action and params."""
     found = _find(app, queue, action, params)
     if found:
-        raise AssertionError(f"expected no job with {_describe(queue, action, params)}, found {len(found)}: {found[:3]}")
+        raise AssertionError(
+            f"expected no job with {_describe(queue, action, params)}, found {len(found)}: {found[:3]}"
+        )
