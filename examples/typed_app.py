@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-from contextlib import closing
 import tempfile
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
