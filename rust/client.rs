@@ -142,6 +142,13 @@ impl Client {
             .await
     }
 
+    /// One page of a listing (see [`JobFilter::page`]) and the number of all matches.
+    pub async fn paginate_jobs(&self, page: &JobFilter) -> Result<(Vec<Job>, i64)> {
+        let jobs = self.list_jobs(page).await?;
+        let total = self.count_jobs(page).await?;
+        Ok((jobs, total))
+    }
+
     /// Make a waiting, failed or discarded job run again now, with at least one attempt left.
     pub async fn retry_job(&self, id: i64) -> Result<Job> {
         let store = self.store().await?;

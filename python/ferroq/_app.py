@@ -492,15 +492,18 @@ class App:
 
     def paginate_jobs(self, page_size: int = 20, page_number: int = 1, **filters: Any) -> Page:
         """One page of :meth:`list_jobs` (pages count from 1) with the total number of matches."""
-        page_size, page_number = _integer("page_size", page_size), _integer("page_number", page_number)
-        if page_size < 1 or page_number < 1:
-            raise InvalidOptionError("page_size and page_number must be at least 1")
         unknown = set(filters) - _FILTERS
         if unknown:
             raise InvalidOptionError(f"unknown filters: {sorted(unknown)}")
-        data = self.list_jobs(limit=page_size, offset=(page_number - 1) * page_size, **filters)
-        total = self._client.count_jobs(
-            filters.get("queue"), filters.get("action"), _states(filters.get("state")), filters.get("search")
+        data, total = self._client.paginate_jobs(
+            _integer("page_size", page_size),
+            _integer("page_number", page_number),
+            filters.get("queue"),
+            filters.get("action"),
+            _states(filters.get("state")),
+            filters.get("search"),
+            filters.get("order_by", "id"),
+            bool(filters.get("descending", False)),
         )
         return Page(data=data, total=total, page_number=page_number, page_size=page_size)
 

@@ -178,13 +178,17 @@ class Client:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Job]: ...
-    def count_jobs(
+    def paginate_jobs(
         self,
+        page_size: int = 20,
+        page_number: int = 1,
         queue: str | None = None,
         action: str | None = None,
         states: Sequence[str] | None = None,
         search: str | None = None,
-    ) -> int: ...
+        order_by: str = "id",
+        descending: bool = False,
+    ) -> tuple[list[Job], int]: ...
     def retry_job(self, id: int) -> Job: ...
     def cancel_job(self, id: int) -> Job: ...
     def notify(self) -> None: ...

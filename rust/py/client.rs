@@ -203,17 +203,25 @@ impl PyClient {
         Ok(wrap(block_on(py, self.inner.list_jobs(&filter))?))
     }
 
-    #[pyo3(signature = (queue=None, action=None, states=None, search=None))]
-    fn count_jobs(
+    /// Page `page_number` (from 1) of `page_size` jobs, and the number of all matches.
+    #[pyo3(signature = (page_size=20, page_number=1, queue=None, action=None, states=None, search=None, order_by="id", descending=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn paginate_jobs(
         &self,
         py: Python<'_>,
+        page_size: i64,
+        page_number: i64,
         queue: Option<String>,
         action: Option<String>,
         states: Option<Vec<String>>,
         search: Option<String>,
-    ) -> PyResult<i64> {
-        let filter = JobFilter::new(queue, action, states, search, "id", false, 0, 0)?;
-        Ok(block_on(py, self.inner.count_jobs(&filter))?)
+        order_by: &str,
+        descending: bool,
+    ) -> PyResult<(Vec<PyJob>, i64)> {
+        let page = JobFilter::new(queue, action, states, search, order_by, descending, 0, 0)?
+            .page(page_size, page_number)?;
+        let (jobs, total) = block_on(py, self.inner.paginate_jobs(&page))?;
+        Ok((wrap(jobs), total))
     }
 
     fn retry_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {

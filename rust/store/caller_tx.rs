@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState};
-use crate::store::Backend;
+use crate::job::{Job, JobState, NewJob};
+use crate::store::{encode_insert_batch, Backend, Lease};
 
 /// A value bound to a caller's statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +64,31 @@ pub struct CallerStatement {
 }
 
 impl CallerStatement {
+    /// The insert of `jobs` into `scope` with a store's `insert_jobs.sql` text, which takes
+    /// the scope and the batch encoded by [`encode_insert_batch`] and returns JSON rows.
+    pub(crate) fn insert(backend: Backend, sql: &str, scope: &str, jobs: &[NewJob]) -> Self {
+        CallerStatement {
+            sql: sql.to_owned(),
+            params: vec![
+                SqlParam::Text(scope.to_owned()),
+                SqlParam::Text(encode_insert_batch(jobs)),
+            ],
+            rows: CallerRows::Jobs,
+            backend,
+        }
+    }
+
+    /// The fenced completion of `lease` with a store's `caller_complete.sql` text, which takes
+    /// the job id and the lease token and returns a row when it applied.
+    pub(crate) fn complete(backend: Backend, sql: &str, lease: Lease) -> Self {
+        CallerStatement {
+            sql: sql.to_owned(),
+            params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
+            rows: CallerRows::Completed,
+            backend,
+        }
+    }
+
     /// The statement and its parameters in `style`.
     pub fn render(&self, style: ParamStyle) -> (String, Vec<SqlParam>) {
         match style {

@@ -119,6 +119,18 @@ impl JobFilter {
         })
     }
 
+    /// Page `page_number` (from 1) of `page_size` jobs: the limit and offset of this filter.
+    pub fn page(mut self, page_size: i64, page_number: i64) -> Result<JobFilter> {
+        if page_size < 1 || page_number < 1 {
+            return Err(Error::InvalidOption(format!(
+                "page_size and page_number must be at least 1, got {page_size} and {page_number}"
+            )));
+        }
+        self.limit = page_size;
+        self.offset = page_size.saturating_mul(page_number - 1);
+        Ok(self)
+    }
+
     /// The state names, as the stores bind them.
     pub(crate) fn state_names(&self) -> Option<Vec<&'static str>> {
         self.states
@@ -343,6 +355,12 @@ mod tests {
         ));
         assert!(matches!(
             filter(vec![], "id", -1),
+            Err(Error::InvalidOption(_))
+        ));
+        let third = filter(vec![], "id", 0).unwrap().page(20, 3).unwrap();
+        assert_eq!((third.limit, third.offset), (20, 40));
+        assert!(matches!(
+            filter(vec![], "id", 0).unwrap().page(0, 1),
             Err(Error::InvalidOption(_))
         ));
     }

@@ -16,8 +16,8 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
 use crate::store::{
-    contains_pattern, encode_insert_batch, migrate, Backend, CallerRows, CallerStatement,
-    ClaimRequest, Finish, JobFilter, Lease, SqlParam, Store,
+    contains_pattern, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest, Finish,
+    JobFilter, Lease, Store,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -432,24 +432,11 @@ impl Store for PgStore {
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
-        CallerStatement {
-            sql: CALLER_INSERT.clone(),
-            params: vec![
-                SqlParam::Text(scope.to_owned()),
-                SqlParam::Text(encode_insert_batch(jobs)),
-            ],
-            rows: CallerRows::Jobs,
-            backend: Backend::Postgres,
-        }
+        CallerStatement::insert(Backend::Postgres, &CALLER_INSERT, scope, jobs)
     }
 
     fn caller_complete(&self, lease: Lease) -> CallerStatement {
-        CallerStatement {
-            sql: CALLER_COMPLETE.clone(),
-            params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
-            rows: CallerRows::Completed,
-            backend: Backend::Postgres,
-        }
+        CallerStatement::complete(Backend::Postgres, &CALLER_COMPLETE, lease)
     }
 
     fn close(&self) {

@@ -24,8 +24,8 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
 use crate::store::{
-    contains_pattern, encode_finish_batch, encode_insert_batch, migrate, Backend, CallerRows,
-    CallerStatement, ClaimRequest, Finish, JobFilter, Lease, OrderBy, SqlParam, Store,
+    contains_pattern, encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement,
+    ClaimRequest, Finish, JobFilter, Lease, OrderBy, Store,
 };
 pub use file::path_from_url;
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -414,24 +414,11 @@ impl Store for SqliteStore {
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
-        CallerStatement {
-            sql: CALLER_INSERT.clone(),
-            params: vec![
-                SqlParam::Text(scope.to_owned()),
-                SqlParam::Text(encode_insert_batch(jobs)),
-            ],
-            rows: CallerRows::Jobs,
-            backend: Backend::Sqlite,
-        }
+        CallerStatement::insert(Backend::Sqlite, &CALLER_INSERT, scope, jobs)
     }
 
     fn caller_complete(&self, lease: Lease) -> CallerStatement {
-        CallerStatement {
-            sql: CALLER_COMPLETE.clone(),
-            params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
-            rows: CallerRows::Completed,
-            backend: Backend::Sqlite,
-        }
+        CallerStatement::complete(Backend::Sqlite, &CALLER_COMPLETE, lease)
     }
 
     fn creates_schema_on_first_use(&self) -> bool {
