@@ -345,3 +345,33 @@ def test_job_created_by_another_app_right_after_start_is_picked_up(app_factory):
         job = producer.create_job(f"q{round_}", "a")
         wait_for_job(worker, job.id, "completed", timeout=5)
         worker.stop()
+
+
+def test_job_state_is_a_job_state_that_compares_with_its_name(app_factory):
+    app = app_factory()
+    job = app.create_job("q", "a")
+    assert job.state is ferroq.JobState.AVAILABLE
+    assert job.state == "available" and f"{job.state}" == "available"
+    assert [j.state for j in app.list_jobs(state=ferroq.JobState.AVAILABLE)] == [ferroq.JobState.AVAILABLE]
+
+
+def test_a_performer_knows_whether_its_attempt_is_the_last(app_factory):
+    app = app_factory()
+    seen: dict[int, list[bool]] = {}
+
+    @app.performer("a")
+    def perform(job):
+        seen.setdefault(job.id, []).append(job.is_last_attempt)
+        return ferroq.Fail("again")
+
+    once = app.create_job("q1", "a", max_attempts=1)
+    twice = app.create_job("q2", "a", max_attempts=2, max_backoff=0)
+
+    def second_attempt_ran() -> bool:
+        app.drain()  # the retry is due at once (max_backoff=0)
+        return len(seen.get(twice.id, [])) == 2
+
+    wait_until(second_attempt_ran)
+    assert seen[once.id] == [True]
+    assert seen[twice.id] == [False, True]
+    assert app.get_job(once.id).state == "failed"

@@ -205,7 +205,7 @@ class App:
             cleanup_interval=_optional_seconds("cleanup_interval", cleanup_interval),
             job_retention=_optional_seconds("job_retention", job_retention),
             stop_timeout=_optional_seconds("stop_timeout", stop_timeout),
-            worker_name=worker_name,
+            worker_name=None if worker_name is None else _text("worker", worker_name),
         )
         self._performers: dict[str, Performer] = {}
         self._worker: _core.WorkerHandle | None = None
