@@ -100,11 +100,23 @@ def _driver(connection: Any) -> _Driver:
     )
 
 
+_AWAITABLE_TWIN = "use the awaitable twin (acreate_job, acreate_jobs, job.acomplete)"
+
+
 def _unwrap(connection: Any) -> Any:
     """The driver connection under a SQLAlchemy or Django wrapper (sync)."""
+    if _is(connection, "sqlalchemy.ext.asyncio", "AsyncSession") or _is(
+        connection, "sqlalchemy.ext.asyncio", "AsyncConnection"
+    ):
+        raise ConfigurationError(f"a SQLAlchemy {type(connection).__name__} is asynchronous: {_AWAITABLE_TWIN}")
     if _is(connection, "sqlalchemy.orm", "Session"):
         connection = connection.connection()  # joins, or begins, the session's transaction
     if _is(connection, "sqlalchemy.engine", "Connection"):
+        if not connection.in_transaction():
+            # What SQLAlchemy's autobegin does on the connection's first statement: without
+            # it, the caller's commit() would find no transaction and do nothing, and the
+            # statement would be rolled back when the connection goes back to the pool.
+            connection.begin()
         return connection.connection.driver_connection
     if _is(connection, "django.utils.connection", "ConnectionProxy") or _is(
         connection, "django.db.backends.base.base", "BaseDatabaseWrapper"
@@ -119,8 +131,16 @@ async def _aunwrap(connection: Any) -> Any:
     if _is(connection, "sqlalchemy.ext.asyncio", "AsyncSession"):
         connection = await connection.connection()
     if _is(connection, "sqlalchemy.ext.asyncio", "AsyncConnection"):
-        raw = await connection.get_raw_connection()
-        return raw.driver_connection
+        if not connection.in_transaction():
+            await connection.begin()  # as SQLAlchemy's autobegin would (see _unwrap)
+        raw = (await connection.get_raw_connection()).driver_connection
+        if _is(raw, "asyncpg", "Connection") and not raw.is_in_transaction():
+            # SQLAlchemy's asyncpg dialect sends BEGIN only before its own first statement
+            # of a transaction: ferroq's, run on the asyncpg connection directly, would
+            # commit at once and ignore the caller's rollback. A statement through SQLAlchemy
+            # opens the transaction (unless the caller chose AUTOCOMMIT).
+            await connection.exec_driver_sql("SELECT 1")
+        return raw
     return _unwrap(connection)
 
 
@@ -138,10 +158,7 @@ def execute(connection: Any, statement: CallerStatement) -> Any:
     raw = _unwrap(connection)
     driver = _driver(raw)
     if driver.run is None:
-        raise ConfigurationError(
-            f"a {driver.name} connection is asynchronous: use the awaitable twin "
-            "(acreate_job, acreate_jobs, job.acomplete)"
-        )
+        raise ConfigurationError(f"a {driver.name} connection is asynchronous: {_AWAITABLE_TWIN}")
     sql, params = _prepare(driver, statement)
     return statement.result(list(driver.run(raw, sql, params)))
 
