@@ -125,6 +125,19 @@ async def _asyncpg(url: str) -> AsyncIterator[Tx]:
 
 
 @asynccontextmanager
+async def _asyncpg_pool(url: str) -> AsyncIterator[Tx]:
+    # Most asyncpg apps take connections from a pool: those are proxies, not Connections.
+    pool = await asyncpg.create_pool(
+        pg_base(url), server_settings={"search_path": pg_schema(url)}, min_size=1, max_size=1
+    )
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            yield Tx(conn, conn.execute)
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
 async def _aiosqlite(url: str) -> AsyncIterator[Tx]:
     async with aiosqlite.connect(sqlite_path(url), timeout=30) as conn:
 
@@ -300,6 +313,7 @@ DRIVERS = (
     Driver("psycopg_async", ("postgres",), True, _psycopg_async),
     Driver("sqlite3", ("sqlite",), False, _sqlite3),
     Driver("asyncpg", ("postgres",), True, _asyncpg),
+    Driver("asyncpg_pool", ("postgres",), True, _asyncpg_pool),
     Driver("aiosqlite", ("sqlite",), True, _aiosqlite),
     Driver("sqlalchemy_connection", ("postgres", "sqlite"), False, _sqlalchemy_connection),
     Driver("sqlalchemy_session", ("postgres", "sqlite"), False, _sqlalchemy_session),

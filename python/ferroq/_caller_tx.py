@@ -6,7 +6,8 @@ driver is one :class:`_Driver` entry: how to recognise its connection, its place
 and how to execute and fetch. Wrappers (SQLAlchemy, Django) are unwrapped to the driver
 connection underneath, which is in the wrapper's transaction.
 
-Supported: psycopg 3 (``Connection``, ``AsyncConnection``), sqlite3, asyncpg (``Connection``),
+Supported: psycopg 3 (``Connection``, ``AsyncConnection``), sqlite3, asyncpg (``Connection``, and
+the connections its pools hand out),
 aiosqlite, SQLAlchemy 2 (``Connection``, ``Session``, ``AsyncConnection``, ``AsyncSession``)
 and Django's ``connection``.
 """
@@ -75,11 +76,14 @@ _DRIVERS = (
     _Driver("psycopg (async)", "psycopg", "AsyncConnection", "postgres", "format", arun=_arun_psycopg),
     _Driver("sqlite3", "sqlite3", "Connection", "sqlite", "numbered", run=_run_dbapi),
     _Driver("asyncpg", "asyncpg", "Connection", "postgres", "numbered", arun=_arun_asyncpg),
+    # What asyncpg pools hand out: not a Connection subclass, but it proxies fetch().
+    _Driver("asyncpg (pool)", "asyncpg.pool", "PoolConnectionProxy", "postgres", "numbered", arun=_arun_asyncpg),
     _Driver("aiosqlite", "aiosqlite", "Connection", "sqlite", "numbered", arun=_arun_aiosqlite),
 )
 
 _SUPPORTED = (
-    "psycopg 3 Connection/AsyncConnection, sqlite3.Connection, asyncpg.Connection, aiosqlite.Connection, "
+    "psycopg 3 Connection/AsyncConnection, sqlite3.Connection, asyncpg.Connection (also from a pool), "
+    "aiosqlite.Connection, "
     "SQLAlchemy 2 Connection/Session/AsyncConnection/AsyncSession, or Django's connection"
 )
 
