@@ -1,0 +1,225 @@
+//! What every case shares: a private database per test (`TestDb`), job builders, and the
+//! `conformance!` macro that runs each case on both backends.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use _core::config::ClientConfig;
+use _core::job::{Job, JobState, NewJob, Schedule};
+use _core::store::Store;
+use _core::store::{self, ClaimRequest, Finish, Lease};
+use sqlx::Connection;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A private database for one test: its own PostgreSQL schema or its own SQLite file.
+pub struct TestDb {
+    pub store: Arc<dyn Store>,
+    place: Place,
+}
+
+enum Place {
+    Schema {
+        /// search_path is the test's schema, so statements name tables unqualified.
+        admin: tokio_postgres::Client,
+        name: String,
+    },
+    File {
+        dir: PathBuf,
+        path: PathBuf,
+    },
+}
+
+impl TestDb {
+    /// A database with the schema in place.
+    pub async fn new(backend: Backend) -> TestDb {
+        let db = TestDb::unmigrated(backend).await;
+        assert_eq!(
+            db.store.migrate().await.unwrap(),
+            vec![1, 2],
+            "a fresh database gets every schema version"
+        );
+        db
+    }
+
+    /// An empty database: no ferroq tables yet.
+    pub async fn unmigrated(backend: Backend) -> TestDb {
+        let (url, place) = match backend {
+            Backend::Postgres => {
+                let base = std::env::var("FERROQ_TEST_DATABASE_URL")
+                    .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/test".into());
+                let name = format!("ferroq_rs_{:016x}", rand::random::<u64>());
+                let (admin, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                    .await
+                    .expect("PostgreSQL answers");
+                tokio::spawn(connection);
+                admin
+                    .batch_execute(&format!("CREATE SCHEMA {name}; SET search_path TO {name}"))
+                    .await
+                    .unwrap();
+                let separator = if base.contains('?') { '&' } else { '?' };
+                // The application name tells this test's connections apart in pg_stat_activity.
+                (
+                    format!(
+                        "{base}{separator}options=-csearch_path%3D{name}&application_name={name}"
+                    ),
+                    Place::Schema { admin, name },
+                )
+            }
+            Backend::Sqlite => {
+                let dir =
+                    std::env::temp_dir().join(format!("ferroq_rs_{:016x}", rand::random::<u64>()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("jobs.db");
+                (
+                    format!("sqlite:///{}", path.display()),
+                    Place::File { dir, path },
+                )
+            }
+        };
+        let config = ClientConfig {
+            database_url: url,
+            scope: "default".into(),
+            concurrent_queues: HashMap::new(),
+            max_params_size: 1 << 20,
+            connect_timeout: Duration::from_secs(5),
+            pool_size: 4,
+            wakeup_interval: Duration::from_millis(50),
+        };
+        let store = store::open(&config).unwrap();
+        TestDb { store, place }
+    }
+
+    /// Run administrative SQL behind the stores' back (the table is `ferroq_jobs` on both).
+    pub async fn execute(&self, postgres: &str, sqlite: &str) -> u64 {
+        match &self.place {
+            Place::Schema { admin, .. } => admin.execute(postgres, &[]).await.unwrap(),
+            Place::File { path, .. } => {
+                let mut conn = sqlite_connection(path).await;
+                let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sqlite.to_owned()))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                conn.close().await.unwrap();
+                done.rows_affected()
+            }
+        }
+    }
+
+    /// Make every running lease look expired, as if its worker had died.
+    pub async fn expire_leases(&self) {
+        self.execute(
+            "UPDATE ferroq_jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running'",
+            "UPDATE ferroq_jobs SET lease_expires_at = 0 WHERE state = 'running'",
+        )
+        .await;
+    }
+
+    pub async fn drop(self) {
+        self.store.close();
+        match self.place {
+            Place::Schema { admin, name } => admin
+                .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
+                .await
+                .unwrap(),
+            Place::File { dir, .. } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+async fn sqlite_connection(path: &std::path::Path) -> sqlx::SqliteConnection {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(10));
+    sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .unwrap()
+}
+
+/// A job to run now with distinct, non-default options.
+pub fn job(queue: &str, blocking: bool) -> NewJob {
+    NewJob {
+        queue: queue.into(),
+        action: "act".into(),
+        params: r#"{"n": 1}"#.into(),
+        blocking,
+        schedule: Schedule::Now,
+        timeout: 60.0,
+        max_backoff: 10.0,
+        max_attempts: 3,
+        priority: 0,
+    }
+}
+
+/// A claim of the default scope by worker "w", with a 30 s lease.
+pub fn claim<'a>(limit: usize, concurrent: &'a [(String, u32)]) -> ClaimRequest<'a> {
+    ClaimRequest {
+        scope: "default",
+        limit,
+        concurrent_queues: concurrent,
+        worker_name: "w",
+        lease_ttl: Duration::from_secs(30),
+    }
+}
+
+/// Concurrent queues and their limits, as a claim takes them.
+pub fn queues(limits: &[(&str, u32)]) -> Vec<(String, u32)> {
+    limits.iter().map(|(q, n)| (q.to_string(), *n)).collect()
+}
+
+pub fn finish(lease: Lease, state: JobState) -> Finish {
+    Finish {
+        lease,
+        state,
+        result: None,
+        error: None,
+        delay: None,
+        refund_attempt: false,
+    }
+}
+
+/// The lease of a claimed job.
+pub fn lease(job: &Job) -> Lease {
+    Lease {
+        id: job.id,
+        token: job.lease_token.expect("a claimed job holds a lease"),
+    }
+}
+
+pub fn ids(jobs: &[Job]) -> Vec<i64> {
+    jobs.iter().map(|j| j.id).collect()
+}
+
+/// Each case of `both` runs once per backend, as `postgres::case` and `sqlite::case`; a case
+/// may carry attributes for one backend only (`sqlite #[ignore = "why"]`). Cases of
+/// `postgres_only` test what only PostgreSQL has (server sessions, NOTIFY payloads).
+macro_rules! conformance {
+    (
+        both: [ $( $family:ident :: $case:ident $(postgres #[$pg:meta])* $(sqlite #[$sq:meta])* ),* $(,)? ],
+        postgres_only: [ $( $pg_family:ident :: $pg_case:ident ),* $(,)? ] $(,)?
+    ) => {
+        mod postgres {
+            use crate::support::Backend;
+            $( $(#[$pg])*
+               #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $case() { crate::$family::$case(Backend::Postgres).await } )*
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $pg_case() { crate::$pg_family::$pg_case(Backend::Postgres).await } )*
+        }
+        mod sqlite {
+            use crate::support::Backend;
+            $( $(#[$sq])*
+               #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+               async fn $case() { crate::$family::$case(Backend::Sqlite).await } )*
+        }
+    };
+}
+pub(crate) use conformance;
