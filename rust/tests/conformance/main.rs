@@ -6,16 +6,31 @@
 mod support;
 
 mod claim_finish;
+mod insert;
 mod leases;
 mod schema;
 
 support::conformance! {
     both: [
+        // insert_jobs
+        insert::inserted_jobs_come_back_in_input_order_with_their_options,
+        insert::an_empty_batch_inserts_nothing,
+        insert::a_large_batch_keeps_its_input_order,
+        insert::names_and_params_are_stored_as_given,
+        insert::a_delayed_job_is_scheduled_and_claimed_only_once_due,
+        insert::a_job_scheduled_at_a_time_keeps_that_time_to_the_microsecond,
         // claim, finish
         claim_finish::blocking_queue_hands_out_one_job_at_a_time_in_fifo_order,
+        claim_finish::a_blocking_queue_runs_jobs_in_scheduled_order_then_insert_order,
         claim_finish::a_retrying_head_blocks_its_queue_until_due,
         claim_finish::concurrent_queue_respects_its_limit_across_claims,
+        claim_finish::concurrent_jobs_are_claimed_by_priority_then_fifo,
+        claim_finish::a_claim_hands_out_no_more_than_its_limit,
+        claim_finish::a_concurrent_job_is_claimed_only_by_workers_serving_its_queue,
+        claim_finish::a_claim_starts_an_attempt_under_a_fresh_lease,
         claim_finish::scopes_never_see_each_other,
+        claim_finish::finish_writes_each_kind_of_outcome,
+        claim_finish::finish_applies_only_the_outcomes_whose_lease_still_holds,
         // extend_leases, rescue_expired
         leases::a_stale_attempt_cannot_finish_a_rescued_job,
         // migrate, creates_schema_on_first_use, close

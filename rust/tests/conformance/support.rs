@@ -2,6 +2,7 @@
 //! `conformance!` macro that runs each case on both backends.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use _core::config::ClientConfig;
 use _core::job::{Job, JobState, NewJob, Schedule};
 use _core::store::Store;
-use _core::store::{self, ClaimRequest, Finish, Lease};
+use _core::store::{self, ClaimRequest, Finish, JobFilter, Lease};
 use sqlx::Connection;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +197,55 @@ pub fn lease(job: &Job) -> Lease {
 
 pub fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
+}
+
+/// JSON text as a value: backends print the same document differently (spaces, key order).
+pub fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Every job of the default scope in id order.
+pub fn everything() -> JobFilter {
+    JobFilter::new(None, None, None, None, "id", false, 1000, 0).unwrap()
+}
+
+pub async fn state_of(store: &dyn Store, id: i64) -> JobState {
+    store.get_job("default", id).await.unwrap().unwrap().state
+}
+
+/// Insert `jobs` into the default scope, claim them all as concurrent jobs of their queues,
+/// and return the claimed jobs in input order.
+pub async fn running(store: &dyn Store, jobs: &[NewJob]) -> Vec<Job> {
+    let inserted = store.insert_jobs("default", jobs).await.unwrap();
+    let mut limits: Vec<(String, u32)> = jobs
+        .iter()
+        .filter(|j| !j.blocking)
+        .map(|j| (j.queue.clone(), 1000))
+        .collect();
+    limits.sort();
+    limits.dedup();
+    let mut claimed = store.claim(&claim(jobs.len(), &limits)).await.unwrap();
+    claimed.sort_by_key(|j| j.sequence);
+    assert_eq!(ids(&claimed), ids(&inserted), "every job was claimed");
+    claimed
+}
+
+/// Ask `probe` every 20 ms until it gives a value, for at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Each case of `both` runs once per backend, as `postgres::case` and `sqlite::case`; a case
