@@ -9,6 +9,7 @@ mod claim_finish;
 mod insert;
 mod leases;
 mod schema;
+mod transitions;
 
 support::conformance! {
     both: [
@@ -33,6 +34,19 @@ support::conformance! {
         claim_finish::finish_applies_only_the_outcomes_whose_lease_still_holds,
         // extend_leases, rescue_expired
         leases::a_stale_attempt_cannot_finish_a_rescued_job,
+        leases::extend_leases_returns_only_the_leases_still_held,
+        leases::an_extended_lease_outlives_its_first_term,
+        leases::rescue_makes_an_abandoned_job_runnable_again,
+        leases::rescue_fails_a_job_whose_last_attempt_expired,
+        leases::rescue_leaves_live_leases_and_other_scopes_alone,
+        // retry_job, cancel_job, delete_completed
+        transitions::retry_makes_a_failed_job_available_again,
+        transitions::retry_runs_a_waiting_or_discarded_job_now,
+        transitions::retry_refuses_running_completed_unknown_and_foreign_jobs,
+        transitions::cancel_discards_a_job_that_has_not_started,
+        transitions::cancel_refuses_running_finished_unknown_and_foreign_jobs,
+        transitions::cancelling_a_retrying_head_unblocks_its_queue,
+        transitions::delete_completed_deletes_only_completed_jobs_older_than_the_retention,
         // migrate, creates_schema_on_first_use, close
         schema::migrate_is_idempotent,
     ],

@@ -122,6 +122,28 @@ impl TestDb {
         .await;
     }
 
+    /// Make the running leases of one scope look expired.
+    pub async fn expire_leases_of(&self, scope: &str) {
+        // Scope names in these tests are plain words.
+        assert!(scope.chars().all(|c| c.is_ascii_alphanumeric()));
+        self.execute(
+            &format!("UPDATE ferroq_jobs SET lease_expires_at = now() - interval '1 second' WHERE state = 'running' AND scope = '{scope}'"),
+            &format!("UPDATE ferroq_jobs SET lease_expires_at = 0 WHERE state = 'running' AND scope = '{scope}'"),
+        )
+        .await;
+    }
+
+    /// Move a finished job's `done_at` into the past, as if it had finished `seconds` ago.
+    pub async fn finished_ago(&self, id: i64, seconds: i64) {
+        let changed = self
+            .execute(
+                &format!("UPDATE ferroq_jobs SET done_at = now() - {seconds} * interval '1 second' WHERE id = {id} AND done_at IS NOT NULL"),
+                &format!("UPDATE ferroq_jobs SET done_at = CAST(round((julianday('now') - 2440587.5) * 86400000.0) * 1000 AS INTEGER) - {seconds} * 1000000 WHERE id = {id} AND done_at IS NOT NULL"),
+            )
+            .await;
+        assert_eq!(changed, 1, "job {id} has finished");
+    }
+
     pub async fn drop(self) {
         self.store.close();
         match self.place {
