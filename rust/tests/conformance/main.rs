@@ -8,6 +8,7 @@ mod support;
 mod claim_finish;
 mod insert;
 mod leases;
+mod listing;
 mod schema;
 mod transitions;
 
@@ -39,6 +40,14 @@ support::conformance! {
         leases::rescue_makes_an_abandoned_job_runnable_again,
         leases::rescue_fails_a_job_whose_last_attempt_expired,
         leases::rescue_leaves_live_leases_and_other_scopes_alone,
+        // get_job, list_jobs, count_jobs
+        listing::get_job_finds_a_job_of_its_own_scope_only,
+        listing::list_and_count_filter_by_queue_action_and_state,
+        listing::search_is_a_case_insensitive_substring_of_action_params_or_error,
+        listing::search_ignores_case_beyond_ascii
+            sqlite #[ignore = "bug: SQLite's LIKE folds ASCII letters only, so a search for \"éclair\" misses \"Éclair\" (rust/store/sqlite/sql/list_jobs.sql and count_jobs.sql)"],
+        listing::search_takes_percent_and_underscore_literally,
+        listing::listings_are_ordered_and_paged_while_counts_ignore_paging,
         // retry_job, cancel_job, delete_completed
         transitions::retry_makes_a_failed_job_available_again,
         transitions::retry_runs_a_waiting_or_discarded_job_now,
