@@ -5,6 +5,7 @@
 
 mod support;
 
+mod caller_tx;
 mod claim_finish;
 mod insert;
 mod leases;
@@ -56,6 +57,14 @@ support::conformance! {
         transitions::cancel_refuses_running_finished_unknown_and_foreign_jobs,
         transitions::cancelling_a_retrying_head_unblocks_its_queue,
         transitions::delete_completed_deletes_only_completed_jobs_older_than_the_retention,
+        // caller_insert, caller_complete
+        caller_tx::caller_insert_rows_decode_into_the_inserted_jobs_in_input_order,
+        caller_tx::a_caller_insert_rolled_back_stores_nothing,
+        caller_tx::a_caller_insert_committed_is_stored_and_claimable,
+        caller_tx::a_caller_insert_is_announced_only_when_the_caller_commits,
+        caller_tx::caller_complete_completes_a_running_job_while_its_lease_holds,
+        caller_tx::caller_complete_with_a_stale_lease_changes_nothing,
+        caller_tx::caller_complete_rolls_back_with_the_callers_transaction,
         // migrate, creates_schema_on_first_use, close
         schema::migrate_is_idempotent,
     ],

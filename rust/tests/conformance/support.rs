@@ -1,5 +1,5 @@
-//! What every case shares: a private database per test (`TestDb`), job builders, and the
-//! `conformance!` macro that runs each case on both backends.
+//! What every case shares: a private database per test (`TestDb`), a second connection the
+//! way a user's own driver would open one (`CallerConn`), job builders, and bounded waits.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use _core::config::ClientConfig;
 use _core::job::{Job, JobState, NewJob, Schedule};
-use _core::store::Store;
-use _core::store::{self, ClaimRequest, Finish, JobFilter, Lease};
-use sqlx::Connection;
+use _core::store::{self, CallerRows, CallerStatement, ClaimRequest, Finish, JobFilter, Lease};
+use _core::store::{ParamStyle, SqlParam, Store};
+use sqlx::{Connection, Row};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -22,6 +22,10 @@ pub enum Backend {
 /// A private database for one test: its own PostgreSQL schema or its own SQLite file.
 pub struct TestDb {
     pub store: Arc<dyn Store>,
+    /// A scope no other test uses. PostgreSQL's NOTIFY channel is database-wide, so listeners
+    /// of "default" in other tests' schemas hear each other's inserts; wake-up cases use this.
+    pub private_scope: String,
+    config: ClientConfig,
     place: Place,
 }
 
@@ -94,7 +98,17 @@ impl TestDb {
             wakeup_interval: Duration::from_millis(50),
         };
         let store = store::open(&config).unwrap();
-        TestDb { store, place }
+        TestDb {
+            store,
+            private_scope: format!("scope_{:016x}", rand::random::<u64>()),
+            config,
+            place,
+        }
+    }
+
+    /// The database URL the stores of this test open.
+    pub fn url(&self) -> &str {
+        &self.config.database_url
     }
 
     /// Run administrative SQL behind the stores' back (the table is `ferroq_jobs` on both).
@@ -144,6 +158,21 @@ impl TestDb {
         assert_eq!(changed, 1, "job {id} has finished");
     }
 
+    /// A connection of the caller's own, as their driver would open it.
+    pub async fn caller_connection(&self) -> CallerConn {
+        match &self.place {
+            Place::Schema { .. } => {
+                let (client, connection) =
+                    tokio_postgres::connect(self.url(), tokio_postgres::NoTls)
+                        .await
+                        .expect("PostgreSQL answers");
+                tokio::spawn(connection);
+                CallerConn::Postgres(client)
+            }
+            Place::File { path, .. } => CallerConn::Sqlite(sqlite_connection(path).await),
+        }
+    }
+
     pub async fn drop(self) {
         self.store.close();
         match self.place {
@@ -165,6 +194,92 @@ async fn sqlite_connection(path: &std::path::Path) -> sqlx::SqliteConnection {
     sqlx::SqliteConnection::connect_with(&options)
         .await
         .unwrap()
+}
+
+/// The caller's own connection, on which `CallerStatement`s run inside the caller's transaction.
+pub enum CallerConn {
+    Postgres(tokio_postgres::Client),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl CallerConn {
+    async fn batch(&mut self, sql: &'static str) {
+        match self {
+            CallerConn::Postgres(client) => client.batch_execute(sql).await.unwrap(),
+            CallerConn::Sqlite(conn) => {
+                sqlx::raw_sql(sql).execute(&mut *conn).await.unwrap();
+            }
+        }
+    }
+
+    pub async fn begin(&mut self) {
+        self.batch("BEGIN").await
+    }
+
+    pub async fn commit(&mut self) {
+        self.batch("COMMIT").await
+    }
+
+    pub async fn rollback(&mut self) {
+        self.batch("ROLLBACK").await
+    }
+
+    /// Run `statement` with the backend's numbered placeholders, binding text as text and
+    /// integers as 64-bit integers, as a driver does. Returns the first column of each row
+    /// as text (a job's JSON, or a completed id).
+    pub async fn run(&mut self, statement: &CallerStatement) -> Vec<String> {
+        let (sql, params) = statement.render(ParamStyle::Numbered);
+        let json_rows = statement.rows == CallerRows::Jobs;
+        match self {
+            CallerConn::Postgres(client) => {
+                assert_eq!(statement.backend, store::Backend::Postgres);
+                let binds: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| match p {
+                        SqlParam::Text(text) => text as &(dyn tokio_postgres::types::ToSql + Sync),
+                        SqlParam::Int(int) => int as &(dyn tokio_postgres::types::ToSql + Sync),
+                    })
+                    .collect();
+                let rows = client.query(&sql, &binds).await.unwrap();
+                rows.iter()
+                    .map(|row| {
+                        if json_rows {
+                            row.get::<_, String>(0)
+                        } else {
+                            row.get::<_, i64>(0).to_string()
+                        }
+                    })
+                    .collect()
+            }
+            CallerConn::Sqlite(conn) => {
+                assert_eq!(statement.backend, store::Backend::Sqlite);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for param in params {
+                    query = match param {
+                        SqlParam::Text(text) => query.bind(text),
+                        SqlParam::Int(int) => query.bind(int),
+                    };
+                }
+                let rows = query.fetch_all(&mut *conn).await.unwrap();
+                rows.iter()
+                    .map(|row| {
+                        if json_rows {
+                            row.get::<String, _>(0)
+                        } else {
+                            row.get::<i64, _>(0).to_string()
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            CallerConn::Postgres(client) => drop(client),
+            CallerConn::Sqlite(conn) => conn.close().await.unwrap(),
+        }
+    }
 }
 
 /// A job to run now with distinct, non-default options.
@@ -250,6 +365,11 @@ pub async fn running(store: &dyn Store, jobs: &[NewJob]) -> Vec<Job> {
     claimed.sort_by_key(|j| j.sequence);
     assert_eq!(ids(&claimed), ids(&inserted), "every job was claimed");
     claimed
+}
+
+/// Whether `wake` is notified within `within`.
+pub async fn woken(wake: &tokio::sync::Notify, within: Duration) -> bool {
+    tokio::time::timeout(within, wake.notified()).await.is_ok()
 }
 
 /// Ask `probe` every 20 ms until it gives a value, for at most `within`.
