@@ -12,6 +12,7 @@ mod leases;
 mod listing;
 mod schema;
 mod transitions;
+mod wakeups;
 
 support::conformance! {
     both: [
@@ -65,9 +66,19 @@ support::conformance! {
         caller_tx::caller_complete_completes_a_running_job_while_its_lease_holds,
         caller_tx::caller_complete_with_a_stale_lease_changes_nothing,
         caller_tx::caller_complete_rolls_back_with_the_callers_transaction,
+        // next_run_in, notify, listen
+        wakeups::next_run_in_is_none_when_no_job_waits,
+        wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,
+        wakeups::an_insert_on_another_connection_wakes_a_listener,
+        wakeups::notify_wakes_a_listener_on_another_connection
+            sqlite #[ignore = "bug: SQLite notify commits a write transaction that changes no page, which leaves PRAGMA data_version as it was, so no other connection is woken (rust/store/sqlite/mod.rs, notify)"],
+        wakeups::listen_returns_once_stopped,
         // migrate, creates_schema_on_first_use, close
         schema::migrate_is_idempotent,
     ],
     postgres_only: [
+        // SQLite has no NOTIFY payload (any commit wakes) and no server session to lose.
+        wakeups::a_notify_for_another_scope_does_not_wake_a_listener,
+        wakeups::listen_reconnects_after_losing_its_connection,
     ],
 }

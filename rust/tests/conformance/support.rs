@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use _core::config::ClientConfig;
@@ -27,6 +27,8 @@ pub struct TestDb {
     pub private_scope: String,
     config: ClientConfig,
     place: Place,
+    /// Further stores opened on the same database, closed with it.
+    others: Mutex<Vec<Arc<dyn Store>>>,
 }
 
 enum Place {
@@ -103,12 +105,20 @@ impl TestDb {
             private_scope: format!("scope_{:016x}", rand::random::<u64>()),
             config,
             place,
+            others: Mutex::new(Vec::new()),
         }
     }
 
     /// The database URL the stores of this test open.
     pub fn url(&self) -> &str {
         &self.config.database_url
+    }
+
+    /// Another store on the same database, as another process would open it.
+    pub fn open_store(&self) -> Arc<dyn Store> {
+        let other = store::open(&self.config).unwrap();
+        self.others.lock().unwrap().push(other.clone());
+        other
     }
 
     /// Run administrative SQL behind the stores' back (the table is `ferroq_jobs` on both).
@@ -158,6 +168,40 @@ impl TestDb {
         assert_eq!(changed, 1, "job {id} has finished");
     }
 
+    /// PostgreSQL only: end the server sessions of this test's stores whose last statement
+    /// was `query`, as a server restart or a network cut would. Returns how many ended.
+    pub async fn terminate_sessions(&self, query: &str) -> usize {
+        let Place::Schema { admin, name } = &self.place else {
+            panic!("sessions are PostgreSQL's");
+        };
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND query = $2",
+                &[name, &query],
+            )
+            .await
+            .unwrap()
+            .len()
+    }
+
+    /// PostgreSQL only: the server pids of this test's idle sessions whose last statement
+    /// was `query`.
+    pub async fn idle_sessions(&self, query: &str) -> Vec<i32> {
+        let Place::Schema { admin, name } = &self.place else {
+            panic!("sessions are PostgreSQL's");
+        };
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND query = $2 AND state = 'idle'",
+                &[name, &query],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     /// A connection of the caller's own, as their driver would open it.
     pub async fn caller_connection(&self) -> CallerConn {
         match &self.place {
@@ -175,6 +219,9 @@ impl TestDb {
 
     pub async fn drop(self) {
         self.store.close();
+        for other in self.others.lock().unwrap().drain(..) {
+            other.close();
+        }
         match self.place {
             Place::Schema { admin, name } => admin
                 .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))
