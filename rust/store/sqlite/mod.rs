@@ -24,8 +24,8 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
 use crate::store::{
-    contains_pattern, encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement,
-    ClaimRequest, Finish, JobFilter, Lease, OrderBy, Store,
+    encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
+    Finish, JobFilter, Lease, OrderBy, Store,
 };
 pub use file::path_from_url;
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -79,6 +79,7 @@ sqlite_sql!(
 sqlite_sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
 sqlite_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
 sqlite_sql!(DATA_VERSION, "data_version.sql");
+sqlite_sql!(NOTIFY, "notify.sql");
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -128,6 +129,11 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
+/// The REGEXP of a search: `text` literally, ignoring case (Unicode case folding).
+fn search_regex(text: &str) -> String {
+    format!("(?i){}", regex::escape(text))
+}
+
 fn states_json(filter: &JobFilter) -> Option<String> {
     filter
         .state_names()
@@ -149,6 +155,7 @@ impl SqliteStore {
             // last commits but never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
+            .with_regexp()
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -374,7 +381,7 @@ impl Store for SqliteStore {
                 .bind(filter.queue.clone())
                 .bind(filter.action.clone())
                 .bind(states_json(&filter))
-                .bind(filter.search.as_deref().map(contains_pattern))
+                .bind(filter.search.as_deref().map(search_regex))
                 .bind(filter.limit)
                 .bind(filter.offset)
         })
@@ -387,7 +394,7 @@ impl Store for SqliteStore {
             .bind(filter.queue.as_deref())
             .bind(filter.action.as_deref())
             .bind(states_json(filter))
-            .bind(filter.search.as_deref().map(contains_pattern))
+            .bind(filter.search.as_deref().map(search_regex))
             .fetch_one(&self.readers))
     }
 
@@ -400,12 +407,9 @@ impl Store for SqliteStore {
     }
 
     async fn notify(&self, _scope: &str) -> Result<()> {
-        // Workers in this process are woken by the Client; others see the file change. A
-        // write that changes nothing still bumps data_version for the other processes.
+        // Workers in this process are woken by the Client; others see the file change.
         write_tx!(self, |conn| {
-            sqlx::query("UPDATE ferroq_schema_migrations SET version = version WHERE 0")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(NOTIFY.as_str()).execute(&mut *conn).await?;
         })
     }
 
@@ -426,13 +430,15 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) {
-        // sqlx closes pools asynchronously. Outside a runtime (nothing to wait on) the pools
-        // close as their last handle drops.
+        // Calling close() marks a pool closed at once, so no operation starts from here on;
+        // the connections then close when the returned future runs. Outside a runtime
+        // (nothing to run it on) they close as the pools' last handles drop.
+        let closing = (self.writer.close(), self.readers.close());
+        drop(closing);
         let (writer, readers) = (self.writer.clone(), self.readers.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                writer.close().await;
-                readers.close().await;
+                tokio::join!(writer.close(), readers.close());
             });
         }
     }

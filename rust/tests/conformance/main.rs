@@ -46,8 +46,7 @@ support::conformance! {
         listing::get_job_finds_a_job_of_its_own_scope_only,
         listing::list_and_count_filter_by_queue_action_and_state,
         listing::search_is_a_case_insensitive_substring_of_action_params_or_error,
-        listing::search_ignores_case_beyond_ascii
-            sqlite #[ignore = "bug: SQLite's LIKE folds ASCII letters only, so a search for \"éclair\" misses \"Éclair\" (rust/store/sqlite/sql/list_jobs.sql and count_jobs.sql)"],
+        listing::search_ignores_case_beyond_ascii,
         listing::search_takes_percent_and_underscore_literally,
         listing::listings_are_ordered_and_paged_while_counts_ignore_paging,
         // retry_job, cancel_job, delete_completed
@@ -70,16 +69,14 @@ support::conformance! {
         wakeups::next_run_in_is_none_when_no_job_waits,
         wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,
         wakeups::an_insert_on_another_connection_wakes_a_listener,
-        wakeups::notify_wakes_a_listener_on_another_connection
-            sqlite #[ignore = "bug: SQLite notify commits a write transaction that changes no page, which leaves PRAGMA data_version as it was, so no other connection is woken (rust/store/sqlite/mod.rs, notify)"],
+        wakeups::notify_wakes_a_listener_on_another_connection,
         wakeups::listen_returns_once_stopped,
         // migrate, creates_schema_on_first_use, close
         schema::migrate_is_idempotent,
         schema::migrate_applies_every_version_once_and_keeps_the_jobs,
         schema::concurrent_migrations_apply_each_version_once,
         schema::only_the_embedded_store_creates_its_schema_on_first_use,
-        schema::a_closed_store_refuses_new_operations
-            sqlite #[ignore = "bug: SQLite close() closes its pools from a spawned task, readers only after the writer, so a read right after close() still succeeds (rust/store/sqlite/mod.rs, close)"],
+        schema::a_closed_store_refuses_new_operations,
         schema::a_closed_store_fails_every_operation_within_a_moment,
     ],
     postgres_only: [
