@@ -118,16 +118,17 @@ def _job_spec(
     priority: Any = None,
 ) -> _core.JobSpec:
     """One job as the core takes it; options left as None get the core's defaults."""
+    # Positional: bulk enqueue builds one per job, and keyword parsing costs more.
     return _core.JobSpec(
         _text("queue", queue),
         _text("action", action),
         _params_json(params),
-        scheduled_at=_utc(scheduled_at),
-        delay=_optional_seconds("delay", delay, InvalidScheduleError),
-        timeout=_optional_seconds("timeout", timeout, InvalidOptionError),
-        max_backoff=_optional_seconds("max_backoff", max_backoff, InvalidOptionError),
-        max_attempts=_optional_integer("max_attempts", max_attempts),
-        priority=_optional_integer("priority", priority),
+        _utc(scheduled_at),
+        _optional_seconds("delay", delay, InvalidScheduleError),
+        _optional_seconds("timeout", timeout, InvalidOptionError),
+        _optional_seconds("max_backoff", max_backoff, InvalidOptionError),
+        _optional_integer("max_attempts", max_attempts),
+        _optional_integer("priority", priority),
     )
 
 

@@ -78,7 +78,6 @@ class JobSpec:
         queue: str,
         action: str,
         params: str,
-        *,
         scheduled_at: datetime | None = None,
         delay: float | None = None,
         timeout: float | None = None,

@@ -17,7 +17,7 @@ pub struct PyJobSpec {
 #[pymethods]
 impl PyJobSpec {
     #[new]
-    #[pyo3(signature = (queue, action, params, *, scheduled_at=None, delay=None, timeout=None, max_backoff=None, max_attempts=None, priority=None))]
+    #[pyo3(signature = (queue, action, params, scheduled_at=None, delay=None, timeout=None, max_backoff=None, max_attempts=None, priority=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         queue: String,

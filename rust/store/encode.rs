@@ -1,6 +1,7 @@
-//! Batches as one JSON parameter: both stores expand it in SQL (`jsonb_array_elements`,
-//! `json_each`), so a batch of any size is one statement with two parameters, which every
-//! driver of a caller's connection can bind as well.
+//! Batches as one JSON parameter, expanded in SQL (`json_each`, `jsonb_array_elements`): a
+//! batch of any size is one statement with few parameters. SQLite takes every batch this way;
+//! PostgreSQL takes the caller's-connection insert this way, since any driver binds a string
+//! (its pool binds arrays in binary, which is faster).
 
 use crate::job::{NewJob, Schedule};
 use crate::store::Finish;

@@ -14,10 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob};
+use chrono::{DateTime, Utc};
+
+use crate::job::{Job, JobState, NewJob, Schedule};
 use crate::store::{
-    contains_pattern, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest, Finish,
-    JobFilter, Lease, Store,
+    contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, Finish, JobFilter, Lease,
+    Store,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -49,7 +51,9 @@ macro_rules! pg_sql {
     };
 }
 
-pg_sql!(INSERT_JOBS, "insert_jobs.sql");
+sql!(INSERT_JOBS = "insert_jobs.sql",
+    "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{job_columns}}" => JOB_COLUMNS);
 pg_sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
 pg_sql!(CLAIM, "claim.sql");
 pg_sql!(FINISH_JOBS, "finish_jobs.sql");
@@ -71,7 +75,9 @@ pg_sql!(
 pg_sql!(MIGRATE_APPLIED_VERSIONS, "migrate_applied_versions.sql");
 pg_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
 pg_sql!(CALLER_COMPLETE, "caller_complete.sql");
-sql!(CALLER_INSERT = "insert_jobs.sql", "{{job_columns}}" => JOB_JSON);
+sql!(CALLER_INSERT = "insert_jobs.sql",
+    "{{batch}}" => include_str!("sql/insert_batch_json.sql"),
+    "{{job_columns}}" => JOB_JSON);
 
 /// Opens a claim's transaction. A claim need not be durable: if the server loses it in a
 /// crash, the job is simply available again (at least once). Not waiting for its WAL flush
@@ -243,8 +249,40 @@ impl Store for PgStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = encode_insert_batch(jobs);
-        let mut inserted = self.query_jobs(&INSERT_JOBS, &[&scope, &batch]).await?;
+        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
+        let params: Vec<&str> = jobs.iter().map(|j| j.params.as_str()).collect();
+        let blocking: Vec<bool> = jobs.iter().map(|j| j.blocking).collect();
+        let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+        let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
+        let timeouts: Vec<f64> = jobs.iter().map(|j| j.timeout).collect();
+        let max_backoffs: Vec<f64> = jobs.iter().map(|j| j.max_backoff).collect();
+        let (at, delays): (Vec<Option<DateTime<Utc>>>, Vec<Option<f64>>) = jobs
+            .iter()
+            .map(|j| match j.schedule {
+                Schedule::Now => (None, None),
+                Schedule::At(t) => (Some(t), None),
+                Schedule::In(d) => (None, Some(d)),
+            })
+            .unzip();
+        let mut inserted = self
+            .query_jobs(
+                &INSERT_JOBS,
+                &[
+                    &scope,
+                    &queues,
+                    &actions,
+                    &params,
+                    &blocking,
+                    &priorities,
+                    &max_attempts,
+                    &timeouts,
+                    &max_backoffs,
+                    &at,
+                    &delays,
+                ],
+            )
+            .await?;
         // Sequence follows input order (the INSERT ... SELECT is ordered by ordinality).
         inserted.sort_by_key(|j| j.sequence);
         Ok(inserted)
