@@ -29,9 +29,9 @@ pub const DEFAULT_CLEANUP_INTERVAL: f64 = 300.0;
 pub const DEFAULT_STOP_TIMEOUT: f64 = 30.0;
 
 /// Everything an App can be configured with, as a caller gives it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AppOptions {
-    /// None: `$FERROQ_DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
+    /// None or empty: `$FERROQ_DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
     pub database_url: Option<String>,
     pub scope: Option<String>,
     /// Concurrent queues and their limits; every other queue blocks.
@@ -43,12 +43,35 @@ pub struct AppOptions {
     pub concurrency: Option<i64>,
     pub poll_interval: Option<f64>,
     pub lease_ttl: Option<f64>,
-    /// None turns the cleaner off (callers pass [`DEFAULT_CLEANUP_INTERVAL`] for the default).
+    /// Seconds between cleanups ([`DEFAULT_CLEANUP_INTERVAL`] unless set); None turns the
+    /// cleaner off.
     pub cleanup_interval: Option<f64>,
     pub job_retention: Option<f64>,
     pub stop_timeout: Option<f64>,
-    /// None: `host:pid:random`.
+    /// None or empty: `host:pid:random`.
     pub worker_name: Option<String>,
+}
+
+impl Default for AppOptions {
+    /// Every option at its default: the cleaner is on, everything else is left out.
+    fn default() -> AppOptions {
+        AppOptions {
+            database_url: None,
+            scope: None,
+            queues: HashMap::new(),
+            max_params_size: None,
+            connect_timeout: None,
+            wakeup_interval: None,
+            pool_size: None,
+            concurrency: None,
+            poll_interval: None,
+            lease_ttl: None,
+            cleanup_interval: Some(DEFAULT_CLEANUP_INTERVAL),
+            job_retention: None,
+            stop_timeout: None,
+            worker_name: None,
+        }
+    }
 }
 
 /// Where jobs are stored and what an App may see.
@@ -123,7 +146,7 @@ fn default_worker_name() -> String {
 impl AppOptions {
     /// Fill in defaults and check every option.
     pub fn into_configs(self) -> Result<(ClientConfig, WorkerConfig)> {
-        let database_url = match self.database_url {
+        let database_url = match self.database_url.filter(|url| !url.is_empty()) {
             Some(url) => url,
             None => std::env::var(DATABASE_URL_VARIABLE)
                 .ok()
@@ -184,7 +207,10 @@ impl AppOptions {
                 "lease_ttl must be at least 0.3 seconds".into(),
             ));
         }
-        let worker_name = self.worker_name.unwrap_or_else(default_worker_name);
+        let worker_name = self
+            .worker_name
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(default_worker_name);
         validate_name("worker name", &worker_name)?;
         let worker = WorkerConfig {
             concurrency: u32::try_from(concurrency).map_err(|_| {
@@ -271,9 +297,28 @@ mod tests {
         assert_eq!(worker.concurrency, 10);
         assert_eq!(worker.poll_interval, Duration::from_secs(60));
         assert_eq!(worker.lease_ttl, Duration::from_secs(30));
-        assert_eq!(worker.cleanup_interval, None);
+        assert_eq!(worker.cleanup_interval, Some(Duration::from_secs(300)));
         assert_eq!(worker.job_retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(worker.worker_name.split(':').count(), 3);
+    }
+
+    #[test]
+    fn an_empty_url_or_worker_name_means_the_default() {
+        let (client, worker) = AppOptions {
+            database_url: Some(String::new()),
+            worker_name: Some(String::new()),
+            cleanup_interval: None,
+            ..AppOptions::default()
+        }
+        .into_configs()
+        .unwrap();
+        let expected = std::env::var(DATABASE_URL_VARIABLE)
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        assert_eq!(client.database_url, expected);
+        assert!(!worker.worker_name.is_empty());
+        assert_eq!(worker.cleanup_interval, None);
     }
 
     #[test]

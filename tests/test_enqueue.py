@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from helpers import count_jobs, db_now, job_row, stays_true, transaction_connection, wait_for_job, wait_until
+from psycopg.rows import dict_row
 
 import ferroq
 
@@ -375,3 +378,35 @@ def test_a_performer_knows_whether_its_attempt_is_the_last(app_factory):
     assert seen[once.id] == [True]
     assert seen[twice.id] == [False, True]
     assert app.get_job(once.id).state == "failed"
+
+
+def _positionless_rows(conn) -> None:
+    """Make ``conn`` hand out rows that cannot be read by position, as apps often do."""
+    if isinstance(conn, sqlite3.Connection):
+        conn.row_factory = lambda cursor, row: {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+    else:
+        conn.row_factory = dict_row
+
+
+def test_transactional_enqueue_keeps_params_exact_whatever_the_row_factory(app_factory, database_url):
+    app = app_factory()
+    params = {"id": 2**64, "z": 1, "a": [1.5, "é"]}
+    with transaction_connection(database_url) as conn:
+        _positionless_rows(conn)
+        job = app.create_job("q", "a", params, connection=conn)
+    assert job.params == params  # a float would have rounded 2**64
+    stored = app.get_job(job.id)
+    assert stored is not None and stored.params == params
+
+
+@pytest.mark.timeout(30)
+def test_first_use_inside_the_callers_write_transaction_does_not_wait_for_it(app_factory, database_url):
+    app_factory()  # the schema exists; the App below has not used the database yet
+    fresh = app_factory(migrate=False)
+    with transaction_connection(database_url) as conn:
+        conn.execute("CREATE TABLE orders (id int)")
+        conn.execute("INSERT INTO orders VALUES (1)")  # the caller holds the write lock now
+        started = time.monotonic()
+        job = fresh.create_job("q", "a", connection=conn)
+        assert time.monotonic() - started < 10, "the first use waited for the caller's own transaction"
+    assert fresh.get_job(job.id) is not None

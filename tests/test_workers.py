@@ -13,6 +13,8 @@ from collections import Counter, defaultdict
 import pytest
 from helpers import subprocess_env, wait_for_job, wait_until
 
+import ferroq
+
 TARGET = "apps.ledger_app:app"
 
 
@@ -143,3 +145,22 @@ def test_in_process_stop_releases_jobs_past_the_timeout(app_factory, kind):
     assert time.monotonic() - t0 < 6, "stop(timeout=0.5) did not return in time"
     released = app.get_job(job.id)
     assert (released.state, released.attempts) == ("available", 0)
+
+
+@pytest.mark.parametrize("timeout", [-1, float("inf"), "soon"])
+def test_a_refused_stop_timeout_leaves_the_worker_running(app_factory, timeout):
+    app = app_factory(poll_interval=60)
+    ran = []
+
+    @app.performer("a")
+    def a(job):
+        ran.append(job.id)
+
+    app.start()
+    with pytest.raises(ferroq.ConfigurationError):
+        app.stop(timeout)
+    assert app.running
+    job = app.create_job("q", "a")
+    wait_for_job(app, job.id, "completed")
+    app.stop(5)
+    assert not app.running and ran == [job.id]

@@ -395,11 +395,18 @@ class App:
             self._worker = self._executor = None
         if worker is None:
             return
+        assert executor is not None
         try:
             worker.stop(_optional_seconds("timeout", timeout))
-        finally:
-            assert executor is not None
+        except ConfigurationError:
+            # The timeout was refused before anything stopped: the worker runs on, still ours.
+            with self._lock:
+                self._worker, self._executor = worker, executor
+            raise
+        except BaseException:
             executor.close()
+            raise
+        executor.close()
 
     def close(self) -> None:
         """Stop the worker if one runs and close the connection pool. The App stays usable:

@@ -41,17 +41,34 @@ class _Driver:
     arun: Callable[[Any, str, tuple[Any, ...]], Awaitable[Rows]] | None = None
 
 
-def _run_dbapi(connection: Any, sql: str, params: tuple[Any, ...]) -> Rows:
+# The core reads rows by position, whatever row factory the caller's connection is set up with
+# (psycopg's dict_row, sqlite3.Row, ...): each cursor here makes plain tuples.
+
+
+def _run_psycopg(connection: Any, sql: str, params: tuple[Any, ...]) -> Rows:
+    from psycopg.rows import tuple_row
+
+    with connection.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(sql, params)
+        rows: Rows = cursor.fetchall() if cursor.description is not None else []
+        return rows
+
+
+def _run_sqlite3(connection: Any, sql: str, params: tuple[Any, ...]) -> Rows:
     cursor = connection.cursor()
     try:
+        cursor.row_factory = None
         cursor.execute(sql, params)
-        return cursor.fetchall() if cursor.description is not None else []
+        rows: Rows = cursor.fetchall()
+        return rows
     finally:
         cursor.close()
 
 
 async def _arun_psycopg(connection: Any, sql: str, params: tuple[Any, ...]) -> Rows:
-    async with connection.cursor() as cursor:
+    from psycopg.rows import tuple_row
+
+    async with connection.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(sql, params)
         rows: Rows = await cursor.fetchall() if cursor.description is not None else []
         return rows
@@ -65,6 +82,7 @@ async def _arun_asyncpg(connection: Any, sql: str, params: tuple[Any, ...]) -> R
 async def _arun_aiosqlite(connection: Any, sql: str, params: tuple[Any, ...]) -> Rows:
     cursor = await connection.execute(sql, params)
     try:
+        cursor.row_factory = None
         rows: Rows = list(await cursor.fetchall())
         return rows
     finally:
@@ -72,9 +90,9 @@ async def _arun_aiosqlite(connection: Any, sql: str, params: tuple[Any, ...]) ->
 
 
 _DRIVERS = (
-    _Driver("psycopg", "psycopg", "Connection", "postgres", "format", run=_run_dbapi),
+    _Driver("psycopg", "psycopg", "Connection", "postgres", "format", run=_run_psycopg),
     _Driver("psycopg (async)", "psycopg", "AsyncConnection", "postgres", "format", arun=_arun_psycopg),
-    _Driver("sqlite3", "sqlite3", "Connection", "sqlite", "numbered", run=_run_dbapi),
+    _Driver("sqlite3", "sqlite3", "Connection", "sqlite", "numbered", run=_run_sqlite3),
     _Driver("asyncpg", "asyncpg", "Connection", "postgres", "numbered", arun=_arun_asyncpg),
     # What asyncpg pools hand out: not a Connection subclass, but it proxies fetch().
     _Driver("asyncpg (pool)", "asyncpg.pool", "PoolConnectionProxy", "postgres", "numbered", arun=_arun_asyncpg),

@@ -131,7 +131,7 @@ class Client:
         concurrency: int | None = None,
         poll_interval: float | None = None,
         lease_ttl: float | None = None,
-        cleanup_interval: float | None = None,
+        cleanup_interval: float | None = ...,
         job_retention: float | None = None,
         stop_timeout: float | None = None,
         worker_name: str | None = None,

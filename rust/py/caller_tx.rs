@@ -31,7 +31,7 @@ impl PyCallerStatement {
     /// The SQL and its parameters in a driver's style: `"numbered"` (`$1`, `?1`) or
     /// `"format"` (`%s`).
     fn render<'py>(&self, py: Python<'py>, style: &str) -> PyResult<(String, Bound<'py, PyTuple>)> {
-        let (sql, params) = self.inner.render(ParamStyle::parse(style)?);
+        let (sql, params) = self.inner.render(ParamStyle::parse(style)?)?;
         let values = params
             .into_iter()
             .map(|param| match param {

@@ -37,7 +37,8 @@ impl PyClient {
     #[pyo3(signature = (
         database_url=None, *, scope=None, queues=None, max_params_size=None,
         connect_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
-        poll_interval=None, lease_ttl=None, cleanup_interval=None, job_retention=None,
+        poll_interval=None, lease_ttl=None,
+        cleanup_interval=Some(crate::config::DEFAULT_CLEANUP_INTERVAL), job_retention=None,
         stop_timeout=None, worker_name=None,
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -247,7 +248,13 @@ impl PyClient {
     ) -> PyResult<WorkerHandle> {
         let store = block_on(py, self.inner.store())?;
         let dispatcher = Arc::new(PyDispatcher::spawn(executor, store));
-        let worker = block_on(py, self.inner.start_worker(dispatcher.clone(), drain))?;
+        let worker = match block_on(py, self.inner.start_worker(dispatcher.clone(), drain)) {
+            Ok(worker) => worker,
+            Err(err) => {
+                py.detach(|| dispatcher.close());
+                return Err(err.into());
+            }
+        };
         let stop_timeout = self.inner.worker_config().stop_timeout;
         Ok(WorkerHandle::new(worker, dispatcher, stop_timeout))
     }

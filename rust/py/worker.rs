@@ -60,7 +60,7 @@ impl PyDispatcher {
     }
 
     /// Let the dispatch thread end once it has handed over what it holds.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         self.batches.lock().unwrap().take();
         if let Some(thread) = self.thread.lock().unwrap().take() {
             let _ = thread.join();

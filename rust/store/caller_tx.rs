@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
@@ -90,16 +91,16 @@ impl CallerStatement {
     }
 
     /// The statement and its parameters in `style`.
-    pub fn render(&self, style: ParamStyle) -> (String, Vec<SqlParam>) {
+    pub fn render(&self, style: ParamStyle) -> Result<(String, Vec<SqlParam>)> {
         match style {
-            ParamStyle::Numbered => (self.sql.clone(), self.params.clone()),
+            ParamStyle::Numbered => Ok((self.sql.clone(), self.params.clone())),
             ParamStyle::Format => self.render_format(),
         }
     }
 
     /// `%s` placeholders bind by position, so a parameter used twice is passed twice.
     /// Placeholder-like text in string literals and `--` comments stays as it is.
-    fn render_format(&self) -> (String, Vec<SqlParam>) {
+    fn render_format(&self) -> Result<(String, Vec<SqlParam>)> {
         let mut sql = String::with_capacity(self.sql.len());
         let mut params = Vec::with_capacity(self.params.len());
         let mut chars = self.sql.chars().peekable();
@@ -130,12 +131,18 @@ impl CallerStatement {
                         chars.next();
                     }
                     sql.push_str("%s");
-                    params.push(self.params[number - 1].clone());
+                    let param = number.checked_sub(1).and_then(|i| self.params.get(i));
+                    params.push(param.cloned().ok_or_else(|| {
+                        Error::Configuration(format!(
+                            "statement refers to parameter {number} of {}",
+                            self.params.len()
+                        ))
+                    })?);
                 }
                 _ => sql.push(c),
             }
         }
-        (sql, params)
+        Ok((sql, params))
     }
 
     /// The jobs in the rows of a [`CallerRows::Jobs`] statement (first column of each row),
@@ -158,7 +165,7 @@ struct JobJson {
     scope: String,
     queue: String,
     action: String,
-    params: serde_json::Value,
+    params: Box<RawValue>,
     priority: i32,
     sequence: i64,
     state: String,
@@ -173,7 +180,7 @@ struct JobJson {
     done_at: Option<i64>,
     inserted_at: i64,
     error: Option<String>,
-    result: Option<serde_json::Value>,
+    result: Option<Box<RawValue>>,
     lease_token: Option<i64>,
 }
 
@@ -193,7 +200,7 @@ fn decode_job(row: &str) -> Result<Job> {
         scope: j.scope,
         queue: j.queue,
         action: j.action,
-        params: j.params.to_string(),
+        params: j.params.get().to_owned(),
         priority: j.priority,
         sequence: j.sequence,
         state: JobState::parse(&j.state).map_err(|e| Error::Database(e.to_string()))?,
@@ -208,7 +215,7 @@ fn decode_job(row: &str) -> Result<Job> {
         done_at: j.done_at.map(time).transpose()?,
         inserted_at: time(j.inserted_at)?,
         error: j.error,
-        result: j.result.map(|r| r.to_string()),
+        result: j.result.map(|r| r.get().to_owned()),
         lease_token: j.lease_token,
     })
 }
@@ -230,7 +237,8 @@ mod tests {
     fn format_style_binds_by_position_and_escapes_percent() {
         let (sql, params) =
             statement("-- takes $1 and $2, isn't it\nSELECT $1, $2::int8 % 2, '$1 ?2', $1")
-                .render(ParamStyle::Format);
+                .render(ParamStyle::Format)
+                .unwrap();
         assert_eq!(
             sql,
             "-- takes $1 and $2, isn't it\nSELECT %s, %s::int8 %% 2, '$1 ?2', %s"
@@ -243,16 +251,28 @@ mod tests {
                 SqlParam::Text("scope".into())
             ]
         );
-        let (sql, params) = statement("VALUES (?2, ?1)").render(ParamStyle::Format);
+        let (sql, params) = statement("VALUES (?2, ?1)")
+            .render(ParamStyle::Format)
+            .unwrap();
         assert_eq!(sql, "VALUES (%s, %s)");
         assert_eq!(params[0], SqlParam::Int(7));
+    }
+
+    #[test]
+    fn a_placeholder_without_its_parameter_is_an_error_not_a_panic() {
+        for sql in ["SELECT $3", "SELECT $0"] {
+            assert!(matches!(
+                statement(sql).render(ParamStyle::Format),
+                Err(Error::Configuration(_))
+            ));
+        }
     }
 
     #[test]
     fn numbered_style_is_the_statement_itself() {
         let original = statement("SELECT $1, $2");
         assert_eq!(
-            original.render(ParamStyle::Numbered),
+            original.render(ParamStyle::Numbered).unwrap(),
             (original.sql.clone(), original.params.clone())
         );
     }
@@ -271,6 +291,9 @@ mod tests {
         let jobs = statement("").jobs(&[row(2, 11), row(1, 10)]).unwrap();
         assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(jobs[0].params, r#"{"n":1}"#);
+        let big = row(3, 12).replace(r#"{"n":1}"#, r#"{"n":18446744073709551616,"a":1}"#);
+        let exact = statement("").jobs(&[big]).unwrap();
+        assert_eq!(exact[0].params, r#"{"n":18446744073709551616,"a":1}"#);
         assert_eq!(jobs[0].state, JobState::Available);
         assert_eq!(jobs[0].timeout, 60.0);
         assert_eq!(

@@ -201,6 +201,16 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<Vec<i32>> {
+        // An up-to-date schema is the common case: see it with a read, which never waits for
+        // the write lock. A first use of the App inside the caller's own write transaction on
+        // the same file (transactional enqueue) would otherwise wait for that transaction.
+        let applied: std::result::Result<Vec<i32>, sqlx::Error> =
+            sqlx::query_scalar(MIGRATE_APPLIED_VERSIONS.as_str())
+                .fetch_all(&self.readers)
+                .await;
+        if matches!(&applied, Ok(versions) if migrate::pending(versions).next().is_none()) {
+            return Ok(Vec::new());
+        }
         write_tx!(self, |conn| {
             sqlx::query(MIGRATE_CREATE_VERSION_TABLE.as_str())
                 .execute(&mut *conn)

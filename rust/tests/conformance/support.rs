@@ -275,7 +275,7 @@ impl CallerConn {
     /// integers as 64-bit integers, as a driver does. Returns the first column of each row
     /// as text (a job's JSON, or a completed id).
     pub async fn run(&mut self, statement: &CallerStatement) -> Vec<String> {
-        let (sql, params) = statement.render(ParamStyle::Numbered);
+        let (sql, params) = statement.render(ParamStyle::Numbered).unwrap();
         let json_rows = statement.rows == CallerRows::Jobs;
         match self {
             CallerConn::Postgres(client) => {
