@@ -2,13 +2,14 @@
 //! and worker start. The only owner of these rules; the Python binding converts types and
 //! calls in. Connections are made on first use, so an App can be built at import time.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OnceCell};
 
 use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
-use crate::job::{Job, JobSpec, NewJob};
+use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
 use crate::worker::{Dispatch, Worker};
 
@@ -24,6 +25,8 @@ pub struct Client {
     schema_ready: OnceCell<()>,
     /// Wakes this process's worker when this process enqueues, without a database round trip.
     wake: Arc<Notify>,
+    /// Options the performers registered here declare for their actions' jobs.
+    performer_defaults: Mutex<HashMap<String, JobDefaults>>,
 }
 
 impl Client {
@@ -38,7 +41,20 @@ impl Client {
             store: Mutex::new(None),
             schema_ready: OnceCell::new(),
             wake: Arc::new(Notify::new()),
+            performer_defaults: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Declare the options jobs of `action` get when their creator leaves them out (the
+    /// performer's registration); checked now, like a job's own options.
+    pub fn set_performer_defaults(&self, action: &str, defaults: JobDefaults) -> Result<()> {
+        crate::job::validate_name("action", action)?;
+        defaults.validate()?;
+        self.performer_defaults
+            .lock()
+            .unwrap()
+            .insert(action.to_owned(), defaults);
+        Ok(())
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -92,12 +108,18 @@ impl Client {
         self.store().await?.migrate().await
     }
 
-    /// Check specs and decide each job's queue kind; the whole batch or nothing.
+    /// Check specs and decide each job's queue kind; the whole batch or nothing. Options a
+    /// spec leaves out come from its performer's defaults, then the global ones.
     pub fn new_jobs(&self, specs: Vec<JobSpec>) -> Result<Vec<NewJob>> {
+        let performer_defaults = self.performer_defaults.lock().unwrap();
         specs
             .into_iter()
             .map(|spec| {
                 let blocking = self.config.is_blocking(&spec.queue);
+                let spec = match performer_defaults.get(&spec.action) {
+                    Some(defaults) => spec.or_defaults(defaults),
+                    None => spec,
+                };
                 spec.into_new_job(blocking, self.config.max_params_size)
             })
             .collect()
@@ -263,6 +285,36 @@ mod tests {
             ])
             .unwrap_err();
         assert!(matches!(err, Error::InvalidOption(_)));
+    }
+
+    #[test]
+    fn a_performers_defaults_apply_to_its_action_only() {
+        let client = client(&[]);
+        client
+            .set_performer_defaults(
+                "charge",
+                JobDefaults {
+                    priority: Some(50),
+                    ..JobDefaults::default()
+                },
+            )
+            .unwrap();
+        let jobs = client
+            .new_jobs(vec![
+                JobSpec::new("q", "charge", "{}"),
+                JobSpec::new("q", "mail", "{}"),
+            ])
+            .unwrap();
+        assert_eq!(jobs[0].priority, 50);
+        assert_eq!(jobs[1].priority, 0);
+        let bad = JobDefaults {
+            timeout: Some(-1.0),
+            ..JobDefaults::default()
+        };
+        assert!(matches!(
+            client.set_performer_defaults("charge", bad),
+            Err(Error::InvalidOption(_))
+        ));
     }
 
     #[test]

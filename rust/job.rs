@@ -132,6 +132,26 @@ pub struct JobSpec {
     pub priority: Option<i64>,
 }
 
+/// Options a performer declares for the jobs of its action (`@app.performer(..., priority=50)`):
+/// they fill what a `create_job` call leaves out, before the global defaults do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobDefaults {
+    pub timeout: Option<f64>,
+    pub max_backoff: Option<f64>,
+    pub max_attempts: Option<i64>,
+    pub priority: Option<i64>,
+}
+
+impl JobDefaults {
+    /// Check the values as a job's own options would be checked.
+    pub fn validate(&self) -> Result<()> {
+        JobSpec::new("-", "-", "{}")
+            .or_defaults(self)
+            .into_new_job(true, usize::MAX)
+            .map(|_| ())
+    }
+}
+
 /// Defaults of Queuetopia: 60 s timeout, 24 h max backoff, 20 attempts; priority 0.
 pub const DEFAULT_TIMEOUT: f64 = 60.0;
 pub const DEFAULT_MAX_BACKOFF: f64 = 86_400.0;
@@ -167,6 +187,17 @@ impl JobSpec {
             action: action.into(),
             params: params.into(),
             ..JobSpec::default()
+        }
+    }
+
+    /// This spec with the options it leaves out taken from `defaults`.
+    pub fn or_defaults(self, defaults: &JobDefaults) -> JobSpec {
+        JobSpec {
+            timeout: self.timeout.or(defaults.timeout),
+            max_backoff: self.max_backoff.or(defaults.max_backoff),
+            max_attempts: self.max_attempts.or(defaults.max_attempts),
+            priority: self.priority.or(defaults.priority),
+            ..self
         }
     }
 
@@ -466,6 +497,29 @@ mod tests {
             let err = bad.clone().into_new_job(false, 10).unwrap_err();
             assert!(is_expected(&err), "{bad:?} gave unexpected error {err:?}");
         }
+    }
+
+    #[test]
+    fn a_performers_defaults_fill_only_what_the_call_leaves_out() {
+        let defaults = JobDefaults {
+            priority: Some(50),
+            max_attempts: Some(3),
+            ..JobDefaults::default()
+        };
+        let job = JobSpec {
+            priority: Some(1),
+            ..JobSpec::new("q", "a", "{}")
+        }
+        .or_defaults(&defaults)
+        .into_new_job(true, 1024)
+        .unwrap();
+        assert_eq!((job.priority, job.max_attempts, job.timeout), (1, 3, 60.0));
+        assert!(defaults.validate().is_ok());
+        let bad = JobDefaults {
+            max_attempts: Some(0),
+            ..JobDefaults::default()
+        };
+        assert!(matches!(bad.validate(), Err(Error::InvalidOption(_))));
     }
 
     #[test]

@@ -410,3 +410,55 @@ def test_first_use_inside_the_callers_write_transaction_does_not_wait_for_it(app
         job = fresh.create_job("q", "a", connection=conn)
         assert time.monotonic() - started < 10, "the first use waited for the caller's own transaction"
     assert fresh.get_job(job.id) is not None
+
+
+def test_a_performers_defaults_fill_what_create_job_leaves_out(app_factory):
+    app = app_factory()
+
+    @app.performer("email:send", priority=50, max_attempts=3, timeout=timedelta(seconds=5), max_backoff=10)
+    def send(job):
+        return None
+
+    default = app.create_job("q", "email:send")
+    assert (default.priority, default.max_attempts, default.timeout, default.max_backoff) == (50, 3, 5.0, 10.0)
+    explicit = app.create_job("q", "email:send", priority=1, max_attempts=7)
+    assert (explicit.priority, explicit.max_attempts, explicit.timeout) == (1, 7, 5.0)
+    bulk = app.create_jobs([{"queue": "q", "action": "email:send"}, {"queue": "q", "action": "other"}])
+    assert [(j.priority, j.max_attempts) for j in bulk] == [(50, 3), (0, 20)]
+    assert app.get_job(default.id).priority == 50
+
+
+def test_a_performers_bad_defaults_are_refused_when_it_is_registered(app_factory, db):
+    app = app_factory()
+    with pytest.raises(ferroq.InvalidOptionError, match="max_attempts"):
+        app.performer("a", max_attempts=0)(lambda job: None)
+    with pytest.raises(ferroq.InvalidOptionError, match="timeout"):
+        app.performer("a", timeout=-1)(lambda job: None)
+    app.create_job("q", "a")
+    assert app.list_jobs()[0].max_attempts == 20
+    assert count_jobs(db) == 1
+
+
+def test_performer_signature_mistakes_are_caught_at_registration(app_factory):
+    app = app_factory()
+
+    def no_arguments():
+        return None
+
+    def one_argument(job):
+        return None
+
+    with pytest.raises(ferroq.ConfigurationError, match=r"performer of 'x'.*\(job\)"):
+        app.performer("x")(no_arguments)
+    with pytest.raises(ferroq.ConfigurationError, match=r"on_failure of 'y'.*\(job, error\)"):
+        app.performer("y", on_failure=one_argument)(one_argument)
+    with pytest.raises(ferroq.ConfigurationError, match="backoff of 'z'"):
+        app.performer("z", backoff=no_arguments)(one_argument)
+    # What the documented calls can bind is accepted: defaults, *args, async def.
+    app.performer("ok1", on_failure=lambda job, error, extra=None: None)(lambda job, *rest: None)
+
+    async def async_ok(job):
+        return None
+
+    app.performer(async_ok)
+    assert app.drain() == 0

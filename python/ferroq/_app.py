@@ -146,6 +146,23 @@ def _job_specs(jobs: Iterable[Mapping[str, Any]]) -> list[_core.JobSpec]:
     return specs
 
 
+def _check_callable(role: str, fn: Callable[..., Any], expected: str, arguments: int) -> None:
+    """Refuse a function that cannot be called with ``arguments`` positional arguments."""
+    if not callable(fn):
+        raise ConfigurationError(f"the {role} must be callable, got {fn!r}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # no signature to check (some builtins and C functions)
+    try:
+        signature.bind(*([None] * arguments))
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise ConfigurationError(
+            f"the {role} is called as {name}{expected}, but {name}{signature} cannot take that: {exc}"
+        ) from None
+
+
 def _states(state: str | Sequence[str] | None) -> list[str] | None:
     """State filters as names (a JobState is a str, so both kinds pass)."""
     if state is None:
@@ -275,6 +292,10 @@ class App:
         *,
         backoff: Callable[[Job], float] | None = None,
         on_failure: Callable[[Job, str], Any] | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
     ) -> Callable[[F], F]: ...
     def performer(
         self,
@@ -282,18 +303,37 @@ class App:
         *,
         backoff: Callable[[Job], float] | None = None,
         on_failure: Callable[[Job, str], Any] | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
     ) -> Any:
         """Register the function that performs jobs of ``action`` (sync or ``async def``).
 
         ``@app.performer`` alone uses the function's name as the action.
         ``backoff(job) -> seconds`` replaces the default delay after a failed attempt;
         ``on_failure(job, error)`` is called once when the job runs out of attempts.
+        ``priority``, ``max_attempts``, ``timeout`` and ``max_backoff`` are the defaults of this
+        action's jobs created by this App: a ``create_job`` argument still wins. Functions that
+        cannot take the arguments they will be given are refused here, not at run time.
         """
 
         def register(fn: F, name: str | None) -> F:
             if not callable(fn):
                 raise ConfigurationError(f"performer for {name!r} must be callable")
             name = _text("action", name or fn.__name__)
+            _check_callable(f"performer of {name!r}", fn, "(job)", 1)
+            if backoff is not None:
+                _check_callable(f"backoff of {name!r}", backoff, "(job)", 1)
+            if on_failure is not None:
+                _check_callable(f"on_failure of {name!r}", on_failure, "(job, error)", 2)
+            self._client.set_performer_defaults(
+                name,
+                timeout=_optional_seconds("timeout", timeout, InvalidOptionError),
+                max_backoff=_optional_seconds("max_backoff", max_backoff, InvalidOptionError),
+                max_attempts=_optional_integer("max_attempts", max_attempts),
+                priority=_optional_integer("priority", priority),
+            )
             self._performers[name] = Performer(name, fn, inspect.iscoroutinefunction(fn), backoff, on_failure)
             return fn
 

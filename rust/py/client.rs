@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 
 use crate::client::Client;
 use crate::config::AppOptions;
-use crate::job::{Job, JobSpec};
+use crate::job::{Job, JobDefaults, JobSpec};
 use crate::py::caller_tx::PyCallerStatement;
 use crate::py::job::PyJob;
 use crate::py::job_spec::PyJobSpec;
@@ -130,6 +130,25 @@ impl PyClient {
     #[getter]
     fn worker_name(&self) -> String {
         self.inner.worker_config().worker_name
+    }
+
+    /// Options the jobs of `action` get when their creator leaves them out.
+    #[pyo3(signature = (action, *, timeout=None, max_backoff=None, max_attempts=None, priority=None))]
+    fn set_performer_defaults(
+        &self,
+        action: &str,
+        timeout: Option<f64>,
+        max_backoff: Option<f64>,
+        max_attempts: Option<i64>,
+        priority: Option<i64>,
+    ) -> PyResult<()> {
+        let defaults = JobDefaults {
+            timeout,
+            max_backoff,
+            max_attempts,
+            priority,
+        };
+        Ok(self.inner.set_performer_defaults(action, defaults)?)
     }
 
     /// Close the connection pool. A later operation opens a new one.
