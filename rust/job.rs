@@ -304,6 +304,15 @@ pub fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
     delay.min(max_backoff).max(0.0)
 }
 
+/// Shortest wait of a snooze that gives its attempt back: such a job can snooze forever, so it
+/// may not run more often than this.
+pub const MIN_UNCOUNTED_SNOOZE: f64 = 1.0;
+
+/// The error of a job whose last attempt snoozed (a counted snooze uses its attempt up).
+pub fn snoozed_out(max_attempts: i32) -> String {
+    format!("snoozed on its last attempt: all {max_attempts} attempts used (a snooze counts toward max_attempts)")
+}
+
 /// Seconds a caller asked to wait (a custom backoff, a snooze), as the store takes them:
 /// never negative, and 0 for a value that is not a number.
 pub fn clamp_delay(seconds: f64) -> f64 {

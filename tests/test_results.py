@@ -3,6 +3,7 @@ job inspection API (get/list/paginate/cancel/retry, drain, ferroq.testing)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -106,7 +107,7 @@ def test_failed_attempt_is_retryable_with_the_reason(app_factory, how):
     assert app.drain() == 0, "a retry that is not due yet ran"
 
 
-def test_snooze_runs_again_later_without_counting_the_attempt(app_factory):
+def test_an_uncounted_snooze_gives_the_attempt_back_and_waits_at_least_a_second(app_factory):
     app = app_factory(poll_interval=60)
     runs = []
 
@@ -114,7 +115,7 @@ def test_snooze_runs_again_later_without_counting_the_attempt(app_factory):
     def snoozy(job):
         runs.append((time.monotonic(), job.attempts))
         if len(runs) <= 2:
-            return ferroq.Snooze(0.5)
+            return ferroq.Snooze(0, count_attempt=False)
         return "awake"
 
     job = app.create_job("q", "snoozy", max_attempts=1)
@@ -124,7 +125,57 @@ def test_snooze_runs_again_later_without_counting_the_attempt(app_factory):
     assert done.attempts == 1
     assert [a for _, a in runs] == [1, 1, 1]
     gaps = [b - a for (a, _), (b, _) in itertools.pairwise(runs)]
-    assert all(g >= 0.45 for g in gaps), f"snoozed job ran early: {gaps}"
+    assert all(g >= 0.95 for g in gaps), f"an uncounted Snooze(0) ran again within a second: {gaps}"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_snooze_counts_toward_max_attempts_and_the_last_one_fails(app_factory, kind):
+    app = app_factory(poll_interval=60)
+    runs: list[int] = []
+    hooked: list[tuple[int, str]] = []
+
+    def alert(job, error):
+        hooked.append((job.attempts, error))
+
+    if kind == "sync":
+
+        @app.performer("snoozy", on_failure=alert)
+        def snoozy(job):
+            runs.append(job.attempts)
+            return ferroq.Snooze(0.05)
+
+    else:
+
+        @app.performer("snoozy", on_failure=alert)
+        async def snoozy(job):
+            runs.append(job.attempts)
+            return ferroq.Snooze(0.05)
+
+    job = app.create_job("q", "snoozy", max_attempts=3)
+    app.start()
+    failed = wait_for_job(app, job.id, "failed", timeout=10)
+    assert runs == [1, 2, 3], "attempts must count up through snoozes, never back"
+    assert failed.attempts == 3 and "snoozed on its last attempt" in failed.error
+    assert hooked == [(3, failed.error)]
+
+
+def test_an_async_on_failure_hook_runs_when_an_async_performer_returns_fail(app_factory):
+    app = app_factory(poll_interval=60)
+    hooked: list[str] = []
+
+    async def alert(job, error):
+        await asyncio.sleep(0)
+        hooked.append(error)
+
+    @app.performer("flaky", on_failure=alert)
+    async def flaky(job):
+        return ferroq.Fail("no luck")
+
+    job = app.create_job("q", "flaky", max_attempts=1)
+    app.start()
+    failed = wait_for_job(app, job.id, "failed", timeout=10)
+    assert hooked == ["no luck"]
+    assert failed.error == "no luck"
 
 
 def test_discard_ends_the_job_without_retry(app_factory):

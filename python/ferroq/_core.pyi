@@ -16,9 +16,13 @@ __all__ = [
     "Outcome",
     "WorkerHandle",
     "__version__",
+    "snoozed_out",
 ]
 
 __version__: str
+
+def snoozed_out(max_attempts: int) -> str: ...
+
 DEFAULT_CLEANUP_INTERVAL: float
 JOB_STATES: tuple[str, ...]
 
@@ -93,7 +97,7 @@ class Outcome:
     @staticmethod
     def failed(error: str, backoff: float | None = None) -> Outcome: ...
     @staticmethod
-    def snoozed(seconds: float) -> Outcome: ...
+    def snoozed(seconds: float, count_attempt: bool = True) -> Outcome: ...
     @staticmethod
     def discarded(reason: str) -> Outcome: ...
     @staticmethod

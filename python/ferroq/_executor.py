@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ._core import Job, Outcome, WorkerHandle
+from ._core import Job, Outcome, WorkerHandle, snoozed_out
 from ._outcomes import Discard, Fail, Snooze
 from ._watchdog import ShutdownInterrupt, Watchdog
 from .errors import JobTimeoutError
@@ -141,7 +141,8 @@ class Executor:
         elif fired is JobTimeoutError:
             outcome = self._failure_now(job, performer, _timeout_error(job))
         else:
-            outcome = self._returned(job, performer, value)
+            returned = self._returned(job, value)
+            outcome = self._failure_now(job, performer, returned) if isinstance(returned, str) else returned
         self._deliver(job, outcome)
 
     def _deliver(self, job: Job, outcome: Outcome) -> None:
@@ -237,7 +238,11 @@ class Executor:
         elif (exc := task.exception()) is not None:
             failure = self._failure(job, performer, _describe(exc))
         else:
-            outcome = self._returned(job, performer, task.result())
+            returned = self._returned(job, task.result())
+            if isinstance(returned, str):
+                failure = self._failure(job, performer, returned)
+            else:
+                outcome = returned
         if failure is None:
             self._queue_outcome(job, outcome)
             return
@@ -269,12 +274,18 @@ class Executor:
 
     # -- outcomes -----------------------------------------------------------------------------
 
-    def _returned(self, job: Job, performer: Performer, value: Any) -> Outcome:
-        """The outcome of a performer that returned ``value``."""
+    @staticmethod
+    def _returned(job: Job, value: Any) -> Outcome | str:
+        """The outcome of a performer that returned ``value``, or the error text when the attempt
+        failed (the caller runs the failure hooks in its own way: sync thread or asyncio loop)."""
         if isinstance(value, Fail):
-            return self._failure_now(job, performer, str(value.reason))
+            return str(value.reason)
         if isinstance(value, Snooze):
-            return Outcome.snoozed(value.delay)
+            if value.count_attempt and job.is_last_attempt:
+                # A counted snooze has used up the last attempt: a failure like any other,
+                # so the performer's on_failure hook runs.
+                return snoozed_out(job.max_attempts)
+            return Outcome.snoozed(value.delay, bool(value.count_attempt))
         if isinstance(value, Discard):
             return Outcome.discarded(str(value.reason))
         if value is None:
@@ -282,7 +293,7 @@ class Executor:
         try:
             result = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
-            return self._failure_now(job, performer, f"the performer returned a value that is not JSON: {exc}")
+            return f"the performer returned a value that is not JSON: {exc}"
         return Outcome.completed(result)
 
     def _failure(self, job: Job, performer: Performer, error: str) -> tuple[str, float | None, Awaitable[Any] | None]:

@@ -17,9 +17,13 @@ class Fail:
 
 @dataclass(frozen=True)
 class Snooze:
-    """Run the job again after ``seconds``; the attempt is not counted."""
+    """Run the job again after ``seconds``. The attempt counts toward ``max_attempts`` (as in
+    Bedrock): a job that snoozes on its last attempt ends ``failed``. With
+    ``count_attempt=False`` the attempt is given back (the job may snooze forever), and the
+    job waits at least one second, so it cannot spin."""
 
     seconds: float | timedelta
+    count_attempt: bool = True
 
     @property
     def delay(self) -> float:

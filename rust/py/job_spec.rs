@@ -72,11 +72,15 @@ impl PyOutcome {
         }
     }
 
-    /// Run the job again after `seconds`; the attempt is given back.
+    /// Run the job again after `seconds`; `count_attempt=False` gives the attempt back.
     #[staticmethod]
-    fn snoozed(seconds: f64) -> PyOutcome {
+    #[pyo3(signature = (seconds, count_attempt=true))]
+    fn snoozed(seconds: f64, count_attempt: bool) -> PyOutcome {
         PyOutcome {
-            inner: Outcome::Snoozed { seconds },
+            inner: Outcome::Snoozed {
+                seconds,
+                count_attempt,
+            },
         }
     }
 

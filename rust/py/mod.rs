@@ -26,6 +26,12 @@ pub mod _core {
     #[pymodule_export]
     use super::worker::WorkerHandle;
 
+    /// The error of a job whose last attempt snoozed (the engine's wording).
+    #[pyfunction]
+    fn snoozed_out(max_attempts: i32) -> String {
+        crate::job::snoozed_out(max_attempts)
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         super::logging::install();

@@ -16,7 +16,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
-use crate::job::{clamp_delay, default_backoff, is_last_attempt, truncate_error, Job, JobState};
+use crate::job::{
+    clamp_delay, default_backoff, is_last_attempt, snoozed_out, truncate_error, Job, JobState,
+    MIN_UNCOUNTED_SNOOZE,
+};
 use crate::maintenance;
 use crate::store::{Finish, Lease, Store};
 
@@ -38,9 +41,12 @@ pub enum Outcome {
         error: String,
         backoff: Option<f64>,
     },
-    /// Run again after `seconds`; the attempt is given back.
+    /// Run again after `seconds`. A counted snooze uses up its attempt, as Bedrock's does,
+    /// and ends the job `failed` on its last one; an uncounted one gives the attempt back and
+    /// waits at least [`MIN_UNCOUNTED_SNOOZE`] seconds, so it cannot spin.
     Snoozed {
         seconds: f64,
+        count_attempt: bool,
     },
     Discarded {
         reason: String,
@@ -102,10 +108,25 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
                 }
             }
         }
-        Outcome::Snoozed { seconds } => Finish {
+        Outcome::Snoozed {
+            count_attempt: true,
+            ..
+        } if is_last_attempt(entry.attempts, entry.max_attempts) => Finish {
+            state: JobState::Failed,
+            error: Some(snoozed_out(entry.max_attempts)),
+            ..base
+        },
+        Outcome::Snoozed {
+            seconds,
+            count_attempt,
+        } => Finish {
             state: JobState::Scheduled,
-            delay: Some(clamp_delay(seconds)),
-            refund_attempt: true,
+            delay: Some(if count_attempt {
+                clamp_delay(seconds)
+            } else {
+                clamp_delay(seconds).max(MIN_UNCOUNTED_SNOOZE)
+            }),
+            refund_attempt: !count_attempt,
             ..base
         },
         Outcome::Discarded { reason } => Finish {
@@ -394,12 +415,39 @@ mod tests {
     }
 
     #[test]
-    fn snooze_and_release_give_the_attempt_back() {
-        let snoozed = finish_for(LEASE, &entry(3, 3), Outcome::Snoozed { seconds: 5.0 });
+    fn a_snooze_counts_and_ends_the_job_on_its_last_attempt() {
+        let snooze = |seconds| Outcome::Snoozed {
+            seconds,
+            count_attempt: true,
+        };
+        let first = finish_for(LEASE, &entry(1, 3), snooze(5.0));
+        assert_eq!(
+            (first.state, first.delay, first.refund_attempt),
+            (JobState::Scheduled, Some(5.0), false)
+        );
+        let last = finish_for(LEASE, &entry(3, 3), snooze(5.0));
+        assert_eq!((last.state, last.delay), (JobState::Failed, None));
+        assert!(last.error.unwrap().contains("snoozed"));
+    }
+
+    #[test]
+    fn an_uncounted_snooze_gives_the_attempt_back_but_cannot_spin() {
+        let snoozed = finish_for(
+            LEASE,
+            &entry(3, 3),
+            Outcome::Snoozed {
+                seconds: 0.0,
+                count_attempt: false,
+            },
+        );
         assert_eq!(
             (snoozed.state, snoozed.delay, snoozed.refund_attempt),
-            (JobState::Scheduled, Some(5.0), true)
+            (JobState::Scheduled, Some(MIN_UNCOUNTED_SNOOZE), true)
         );
+    }
+
+    #[test]
+    fn release_gives_the_attempt_back() {
         let released = finish_for(LEASE, &entry(1, 3), Outcome::Released);
         assert_eq!(
             (released.state, released.refund_attempt),
