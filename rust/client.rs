@@ -217,8 +217,14 @@ impl Client {
         self.store().await?.notify(&self.config.scope).await
     }
 
-    /// Start a worker on the current tokio runtime; `drain` runs only what is due now.
-    pub async fn start_worker(&self, dispatcher: Arc<dyn Dispatch>, drain: bool) -> Result<Worker> {
+    /// Start a worker on the current tokio runtime that claims only jobs of `actions` (the
+    /// ones it has performers for); `drain` runs only what is due now.
+    pub async fn start_worker(
+        &self,
+        dispatcher: Arc<dyn Dispatch>,
+        actions: Vec<String>,
+        drain: bool,
+    ) -> Result<Worker> {
         let config = WorkerConfig {
             drain,
             ..self.worker_config()
@@ -228,6 +234,7 @@ impl Client {
             store,
             self.config.scope.clone(),
             self.config.sorted_concurrent_queues(),
+            actions,
             config,
             dispatcher,
             self.wake.clone(),

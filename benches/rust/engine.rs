@@ -136,6 +136,7 @@ async fn claim_and_complete(
             concurrent_queues: concurrent,
             worker_name: "bench",
             lease_ttl: Duration::from_secs(30),
+            actions: None,
         };
         let claimed = store.claim(&request).await.unwrap();
         assert_eq!(claimed.len(), BATCH);

@@ -416,7 +416,8 @@ class App:
 
     def _start_worker(self, drain: bool) -> tuple[_core.WorkerHandle, Executor]:
         executor = Executor(self._performers, self.concurrency)
-        handle = self._client.start_worker(executor, drain=drain)
+        # The worker claims only jobs it has a performer for; others wait for a worker that does.
+        handle = self._client.start_worker(executor, sorted(self._performers), drain=drain)
         executor.bind(handle)
         return handle, executor
 

@@ -257,17 +257,22 @@ impl PyClient {
         Ok(block_on(py, self.inner.notify())?)
     }
 
-    /// Start a worker whose performers run in `executor` (see `ferroq/_executor.py`).
-    #[pyo3(signature = (executor, *, drain=false))]
+    /// Start a worker whose performers, those of `actions`, run in `executor` (see
+    /// `ferroq/_executor.py`); it claims no job of another action.
+    #[pyo3(signature = (executor, actions, *, drain=false))]
     fn start_worker(
         &self,
         py: Python<'_>,
         executor: Py<PyAny>,
+        actions: Vec<String>,
         drain: bool,
     ) -> PyResult<WorkerHandle> {
         let store = block_on(py, self.inner.store())?;
         let dispatcher = Arc::new(PyDispatcher::spawn(executor, store));
-        let worker = match block_on(py, self.inner.start_worker(dispatcher.clone(), drain)) {
+        let worker = match block_on(
+            py,
+            self.inner.start_worker(dispatcher.clone(), actions, drain),
+        ) {
             Ok(worker) => worker,
             Err(err) => {
                 py.detach(|| dispatcher.close());

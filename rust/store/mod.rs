@@ -50,6 +50,21 @@ pub struct ClaimRequest<'a> {
     pub concurrent_queues: &'a [(String, u32)],
     pub worker_name: &'a str,
     pub lease_ttl: Duration,
+    /// The actions the worker has performers for: it claims no job of another action (a
+    /// blocking queue whose head it cannot run stays held by that head). None: any action.
+    pub actions: Option<&'a [String]>,
+}
+
+/// When waiting (scheduled or retrying) jobs become due, as one look at the database clock
+/// sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DueTimes {
+    /// Seconds until the next one becomes due; None when none waits for a later time.
+    pub next_in: Option<f64>,
+    /// Seconds since the latest one that is due became due; None when none is due. A worker
+    /// whose claim found nothing compares it with the time since it claimed: a job that
+    /// became due in between was not there for that claim.
+    pub last_due_ago: Option<f64>,
 }
 
 /// The end of one attempt, as the completer writes it.
@@ -234,8 +249,8 @@ pub trait Store: Send + Sync {
     async fn extend_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<i64>>;
     /// Make jobs whose lease expired runnable again (or failed when out of attempts).
     async fn rescue_expired(&self, scope: &str) -> Result<u64>;
-    /// Seconds until the next scheduled or retrying job of the scope becomes due.
-    async fn next_run_in(&self, scope: &str) -> Result<Option<f64>>;
+    /// When the scope's scheduled and retrying jobs become due, seen on the database clock.
+    async fn next_run_in(&self, scope: &str) -> Result<DueTimes>;
     /// Delete completed jobs older than the retention.
     async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64>;
     async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;

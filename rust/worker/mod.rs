@@ -148,6 +148,8 @@ struct Shared {
     scope: String,
     config: WorkerConfig,
     concurrent_queues: Vec<(String, u32)>,
+    /// The actions this worker has performers for: the only ones it claims.
+    actions: Vec<String>,
     in_flight: Mutex<Attempts>,
     /// Wakes the producer: new work announced, a slot freed, a job due.
     wake: Arc<Notify>,
@@ -188,6 +190,7 @@ impl Worker {
         store: Arc<dyn Store>,
         scope: String,
         concurrent_queues: Vec<(String, u32)>,
+        actions: Vec<String>,
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
         wake: Arc<Notify>,
@@ -198,6 +201,7 @@ impl Worker {
             scope,
             config,
             concurrent_queues,
+            actions,
             in_flight: Mutex::new(Attempts::default()),
             wake,
             progressed: Notify::new(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Dispatch, InFlight, Shared};
-use crate::store::{ClaimRequest, Lease};
+use crate::store::{ClaimRequest, DueTimes, Lease};
 
 pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
     let config = &shared.config;
@@ -28,12 +28,14 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         // is left to run now. Sampled after, an outcome written meanwhile could have unblocked
         // a queue the claim had already looked at.
         let in_flight_before_claim = shared.in_flight_count();
+        let claim_started = tokio::time::Instant::now();
         let request = ClaimRequest {
             scope: &shared.scope,
             limit: free,
             concurrent_queues: &shared.concurrent_queues,
             worker_name: &config.worker_name,
             lease_ttl: config.lease_ttl,
+            actions: Some(&shared.actions),
         };
         let jobs = match shared.store.claim(&request).await {
             Ok(jobs) => {
@@ -94,7 +96,19 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             config.poll_interval
         } else {
             match shared.store.next_run_in(&shared.scope).await {
-                Ok(Some(seconds)) => Duration::from_secs_f64(seconds.max(0.0)),
+                // A job became due after the claim looked (a short snooze or backoff, on a busy
+                // machine): it is no longer "next", so look again now rather than sleep past it.
+                Ok(due)
+                    if due
+                        .last_due_ago
+                        .is_some_and(|ago| ago <= claim_started.elapsed().as_secs_f64()) =>
+                {
+                    continue;
+                }
+                Ok(DueTimes {
+                    next_in: Some(seconds),
+                    ..
+                }) => Duration::from_secs_f64(seconds.max(0.0)),
                 _ => config.poll_interval,
             }
             .min(config.poll_interval)

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{Job, JobState, NewJob, Schedule};
 use crate::store::{
-    contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, Finish, JobFilter, Lease,
-    Store,
+    contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter,
+    Lease, Store,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -306,13 +306,14 @@ impl Store for PgStore {
         let claim = client.prepare_cached(&CLAIM).await?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&request.scope, &queues];
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
             &request.scope,
             &queues,
             &caps,
             &limit,
             &request.worker_name,
             &ttl,
+            &request.actions,
         ];
         // One round trip: the four requests are sent back to back (tokio-postgres sends in
         // order of first poll) and the server runs them in order, so the claim's snapshot is
@@ -375,10 +376,14 @@ impl Store for PgStore {
         Ok(client.execute(&statement, &[&scope]).await?)
     }
 
-    async fn next_run_in(&self, scope: &str) -> Result<Option<f64>> {
+    async fn next_run_in(&self, scope: &str) -> Result<DueTimes> {
         let client = self.client().await?;
         let statement = client.prepare_cached(&NEXT_RUN_IN).await?;
-        Ok(client.query_one(&statement, &[&scope]).await?.get(0))
+        let row = client.query_one(&statement, &[&scope]).await?;
+        Ok(DueTimes {
+            next_in: row.try_get(0)?,
+            last_due_ago: row.try_get(1)?,
+        })
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
-    Finish, JobFilter, Lease, OrderBy, Store,
+    DueTimes, Finish, JobFilter, Lease, OrderBy, Store,
 };
 pub use file::path_from_url;
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -255,6 +255,9 @@ impl Store for SqliteStore {
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
         let ttl = request.lease_ttl.as_secs_f64();
+        let actions = request
+            .actions
+            .map(|a| serde_json::to_string(a).expect("a list of strings is JSON"));
         let rows = write_tx!(self, |conn| {
             let mut rows = Vec::new();
             for (queue, cap) in request.concurrent_queues {
@@ -270,6 +273,7 @@ impl Store for SqliteStore {
                         .bind(request.worker_name)
                         .bind(ttl)
                         .bind(*cap as i64)
+                        .bind(actions.as_deref())
                         .fetch_all(&mut *conn)
                         .await?,
                 );
@@ -282,6 +286,7 @@ impl Store for SqliteStore {
                         .bind(remaining)
                         .bind(request.worker_name)
                         .bind(ttl)
+                        .bind(actions.as_deref())
                         .fetch_all(&mut *conn)
                         .await?,
                 );
@@ -336,10 +341,15 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn next_run_in(&self, scope: &str) -> Result<Option<f64>> {
-        retry_busy!(sqlx::query_scalar(NEXT_RUN_IN.as_str())
-            .bind(scope)
-            .fetch_one(&self.readers))
+    async fn next_run_in(&self, scope: &str) -> Result<DueTimes> {
+        let (next_in, last_due_ago): (Option<f64>, Option<f64>) =
+            retry_busy!(sqlx::query_as(NEXT_RUN_IN.as_str())
+                .bind(scope)
+                .fetch_one(&self.readers))?;
+        Ok(DueTimes {
+            next_in,
+            last_due_ago,
+        })
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {

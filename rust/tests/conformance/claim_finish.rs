@@ -107,7 +107,13 @@ pub async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
         db.store.claim(&claim(10, &[])).await.unwrap().is_empty(),
         "second job waits behind the failed head"
     );
-    let due_in = db.store.next_run_in("default").await.unwrap().unwrap();
+    let due_in = db
+        .store
+        .next_run_in("default")
+        .await
+        .unwrap()
+        .next_in
+        .unwrap();
     assert!(
         due_in > 0.0 && due_in <= 0.3,
         "next wake-up is the retry time, got {due_in}"
@@ -407,5 +413,92 @@ pub async fn finish_applies_only_the_outcomes_whose_lease_still_holds(backend: B
     );
     assert_eq!(state_of(&*db.store, jobs[0].id).await, JobState::Completed);
     assert!(db.store.finish(&[]).await.unwrap().is_empty());
+    db.drop().await;
+}
+
+pub async fn a_claim_takes_only_jobs_of_the_actions_it_serves(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let of = |queue: &str, blocking: bool, action: &str| NewJob {
+        action: action.into(),
+        ..job(queue, blocking)
+    };
+    let inserted = db
+        .store
+        .insert_jobs(
+            "default",
+            &[
+                of("c", false, "mail"),
+                of("c", false, "charge"),
+                of("b1", true, "mail"),
+                of("b2", true, "charge"),
+            ],
+        )
+        .await
+        .unwrap();
+    let concurrent = queues(&[("c", 10)]);
+    let mail = ["mail".to_string()];
+    let claimed = db
+        .store
+        .claim(&ClaimRequest {
+            actions: Some(&mail),
+            ..claim(10, &concurrent)
+        })
+        .await
+        .unwrap();
+    let mut got = ids(&claimed);
+    got.sort();
+    assert_eq!(got, vec![inserted[0].id, inserted[2].id]);
+    assert_eq!(
+        state_of(db.store.as_ref(), inserted[1].id).await,
+        JobState::Available,
+        "a job of another action is left, its attempts untouched"
+    );
+    let none: [String; 0] = [];
+    let nothing = db
+        .store
+        .claim(&ClaimRequest {
+            actions: Some(&none),
+            ..claim(10, &concurrent)
+        })
+        .await
+        .unwrap();
+    assert!(
+        nothing.is_empty(),
+        "a worker with no performers claims nothing"
+    );
+    db.drop().await;
+}
+
+pub async fn a_blocking_head_of_an_unserved_action_holds_its_queue(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let of = |action: &str| NewJob {
+        action: action.into(),
+        ..job("q", true)
+    };
+    let inserted = db
+        .store
+        .insert_jobs("default", &[of("charge"), of("mail")])
+        .await
+        .unwrap();
+    let mail = ["mail".to_string()];
+    let request = ClaimRequest {
+        actions: Some(&mail),
+        ..claim(10, &[])
+    };
+    assert!(
+        db.store.claim(&request).await.unwrap().is_empty(),
+        "the queue's head is a charge job: FIFO holds the mail job behind it"
+    );
+    let charge = ["charge".to_string()];
+    let head = db
+        .store
+        .claim(&ClaimRequest {
+            actions: Some(&charge),
+            ..claim(10, &[])
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&head), vec![inserted[0].id]);
+    assert_eq!(head[0].attempts, 1);
     db.drop().await;
 }

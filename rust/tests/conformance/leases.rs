@@ -91,6 +91,7 @@ pub async fn an_extended_lease_outlives_its_first_term(backend: Backend) {
     let limits = queues(&[("q", 10)]);
     let short = ClaimRequest {
         lease_ttl: Duration::from_millis(200),
+        actions: None,
         ..claim(10, &limits)
     };
     let jobs = db.store.claim(&short).await.unwrap();

@@ -35,6 +35,8 @@ support::conformance! {
         claim_finish::scopes_never_see_each_other,
         claim_finish::finish_writes_each_kind_of_outcome,
         claim_finish::finish_applies_only_the_outcomes_whose_lease_still_holds,
+        claim_finish::a_claim_takes_only_jobs_of_the_actions_it_serves,
+        claim_finish::a_blocking_head_of_an_unserved_action_holds_its_queue,
         // extend_leases, rescue_expired
         leases::a_stale_attempt_cannot_finish_a_rescued_job,
         leases::extend_leases_returns_only_the_leases_still_held,
@@ -68,6 +70,7 @@ support::conformance! {
         // next_run_in, notify, listen
         wakeups::next_run_in_is_none_when_no_job_waits,
         wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,
+        wakeups::next_run_in_says_how_long_ago_the_latest_waiting_job_became_due,
         wakeups::an_insert_on_another_connection_wakes_a_listener,
         wakeups::notify_wakes_a_listener_on_another_connection,
         wakeups::listen_returns_once_stopped,

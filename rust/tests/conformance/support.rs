@@ -352,6 +352,7 @@ pub fn claim<'a>(limit: usize, concurrent: &'a [(String, u32)]) -> ClaimRequest<
         concurrent_queues: concurrent,
         worker_name: "w",
         lease_ttl: Duration::from_secs(30),
+        actions: None,
     }
 }
 

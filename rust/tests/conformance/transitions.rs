@@ -188,7 +188,7 @@ pub async fn cancel_discards_a_job_that_has_not_started(backend: Backend) {
         .unwrap()
         .is_empty());
     assert_eq!(
-        db.store.next_run_in("default").await.unwrap(),
+        db.store.next_run_in("default").await.unwrap().next_in,
         None,
         "nothing waits any more"
     );

@@ -46,7 +46,7 @@ impl Listener {
 
 pub async fn next_run_in_is_none_when_no_job_waits(backend: Backend) {
     let db = TestDb::new(backend).await;
-    assert_eq!(db.store.next_run_in("default").await.unwrap(), None);
+    assert_eq!(db.store.next_run_in("default").await.unwrap().next_in, None);
     let jobs = running(&*db.store, &[job("q", false), job("q", false)]).await;
     db.store
         .finish(&[finish(lease(&jobs[0]), JobState::Completed)])
@@ -57,7 +57,7 @@ pub async fn next_run_in_is_none_when_no_job_waits(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        db.store.next_run_in("default").await.unwrap(),
+        db.store.next_run_in("default").await.unwrap().next_in,
         None,
         "available, running and finished jobs do not wait"
     );
@@ -78,7 +78,13 @@ pub async fn next_run_in_counts_down_to_the_next_scheduled_or_retrying_job(backe
         .insert_jobs("other", &[in_seconds(1.0)])
         .await
         .unwrap();
-    let due = db.store.next_run_in("default").await.unwrap().unwrap();
+    let due = db
+        .store
+        .next_run_in("default")
+        .await
+        .unwrap()
+        .next_in
+        .unwrap();
     assert!(
         due > 19.0 && due <= 20.0,
         "the earliest job of the scope, got {due}"
@@ -91,10 +97,22 @@ pub async fn next_run_in_counts_down_to_the_next_scheduled_or_retrying_job(backe
         }])
         .await
         .unwrap();
-    let due = db.store.next_run_in("default").await.unwrap().unwrap();
+    let due = db
+        .store
+        .next_run_in("default")
+        .await
+        .unwrap()
+        .next_in
+        .unwrap();
     assert!(due > 9.0 && due <= 10.0, "a retry counts too, got {due}");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let later = db.store.next_run_in("default").await.unwrap().unwrap();
+    let later = db
+        .store
+        .next_run_in("default")
+        .await
+        .unwrap()
+        .next_in
+        .unwrap();
     assert!(
         later <= due - 0.25 && later > due - 1.0,
         "it counts down: {due} then {later}"
@@ -194,5 +212,30 @@ pub async fn listen_reconnects_after_losing_its_connection(backend: Backend) {
         "the new connection hears inserts"
     );
     listener.stop().await;
+    db.drop().await;
+}
+
+pub async fn next_run_in_says_how_long_ago_the_latest_waiting_job_became_due(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    assert_eq!(
+        db.store.next_run_in("default").await.unwrap().last_due_ago,
+        None
+    );
+    let soon = NewJob {
+        schedule: Schedule::In(0.2),
+        ..job("a", true)
+    };
+    db.store.insert_jobs("default", &[soon]).await.unwrap();
+    let before = db.store.next_run_in("default").await.unwrap();
+    assert_eq!(before.last_due_ago, None, "nothing is due yet");
+    assert!(before.next_in.is_some());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = db.store.next_run_in("default").await.unwrap();
+    assert_eq!(after.next_in, None, "the job is due now, no longer next");
+    let ago = after.last_due_ago.expect("the scheduled job became due");
+    assert!(
+        (0.2..2.0).contains(&ago),
+        "it became due about 0.3 s ago, got {ago}"
+    );
     db.drop().await;
 }

@@ -1,7 +1,8 @@
 -- Claim up to $4 jobs in one statement: first ready jobs of the concurrent queues, then heads
 -- of blocking queues for what is left. Parameters: $1 scope, $2/$3 the concurrent queues and
 -- their caps (empty arrays when there are none), $4 the batch size, $5 the worker's name,
--- $6 the lease in seconds. Runs after lock_concurrent_queues.sql in the same transaction.
+-- $6 the lease in seconds, $7 the actions the worker has performers for (NULL: any). Runs
+-- after lock_concurrent_queues.sql in the same transaction.
 WITH RECURSIVE caps AS (
     -- Concurrent queues: each within its limit of running jobs across all workers (the
     -- running count cannot be raced past: claimers of a queue are serialized by its lock).
@@ -18,20 +19,21 @@ WITH RECURSIVE caps AS (
         FROM ferroq_jobs AS r
         WHERE r.scope = $1 AND r.queue = caps.queue AND NOT r.blocking
           AND r.state IN ('scheduled', 'available', 'retryable') AND r.run_at <= now()
+          AND ($7::text[] IS NULL OR r.action = ANY($7))
         ORDER BY r.priority, r.scheduled_at, r.sequence
         LIMIT least(greatest(caps.free, 0), $4)
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
     ORDER BY c.priority, c.scheduled_at, c.sequence
     LIMIT $4
-), heads(id, queue, state, run_at, priority, scheduled_at, sequence) AS (
+), heads(id, queue, action, state, run_at, priority, scheduled_at, sequence) AS (
     -- Blocking queues: per (scope, queue) only the first unfinished job in (scheduled_at,
     -- sequence) order may run, and only if it is due and no job of the queue runs. A retrying
     -- head keeps its place, so a failing job blocks its queue.
     -- The heads are found by walking the ferroq_jobs_blocking_fifo index one queue at a
     -- time: the first entry after the previous queue is the next queue's head. One index
     -- descent per queue, however many jobs wait behind each head.
-    (SELECT h.id, h.queue, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
+    (SELECT h.id, h.queue, h.action, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
      FROM ferroq_jobs AS h
      WHERE h.scope = $1 AND h.blocking
        AND h.state IN ('scheduled', 'available', 'running', 'retryable')
@@ -40,7 +42,7 @@ WITH RECURSIVE caps AS (
     UNION ALL
     SELECT next_head.*
     FROM heads AS previous CROSS JOIN LATERAL (
-        SELECT h.id, h.queue, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
+        SELECT h.id, h.queue, h.action, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
         FROM ferroq_jobs AS h
         WHERE h.scope = $1 AND h.blocking
           AND h.state IN ('scheduled', 'available', 'running', 'retryable')
@@ -51,7 +53,9 @@ WITH RECURSIVE caps AS (
 ), ready_heads AS (
     SELECT heads.id, heads.priority, heads.scheduled_at, heads.sequence
     FROM heads
+    -- A head of an action the worker does not serve is skipped, and holds its queue.
     WHERE heads.state <> 'running' AND heads.run_at <= now()
+      AND ($7::text[] IS NULL OR heads.action = ANY($7))
     ORDER BY heads.priority, heads.scheduled_at, heads.sequence
     LIMIT greatest($4 - (SELECT count(*) FROM concurrent_candidates), 0)
 ), locked_heads AS (
