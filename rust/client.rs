@@ -10,6 +10,7 @@ use tokio::sync::{Notify, OnceCell};
 use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
+use crate::queues::{QueueRouting, QueueSelector};
 use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
 use crate::worker::{Dispatch, Worker};
 
@@ -72,6 +73,13 @@ impl Client {
             .lock()
             .unwrap()
             .set_concurrency(concurrency)
+    }
+
+    /// Change which queues a worker started from now on serves (the CLI's `--queues`).
+    pub fn set_only_queues(&self, only_queues: Option<Vec<String>>) -> Result<()> {
+        let selector = QueueSelector::new(only_queues)?;
+        self.worker_config.lock().unwrap().only_queues = selector;
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -233,7 +241,10 @@ impl Client {
         Ok(Worker::start(
             store,
             self.config.scope.clone(),
-            self.config.sorted_concurrent_queues(),
+            QueueRouting {
+                kinds: self.config.queue_kinds.clone(),
+                only: config.only_queues.clone(),
+            },
             actions,
             config,
             dispatcher,

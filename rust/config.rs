@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::job::validate_name;
+use crate::queues::{QueueKinds, QueueSelector};
 
 /// Where jobs live when no URL is given and `$FERROQ_DATABASE_URL` is unset.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite:///ferroq.db";
@@ -34,8 +35,11 @@ pub struct AppOptions {
     /// None or empty: `$FERROQ_DATABASE_URL`, else [`DEFAULT_DATABASE_URL`].
     pub database_url: Option<String>,
     pub scope: Option<String>,
-    /// Concurrent queues and their limits; every other queue blocks.
+    /// Concurrent queues (names or `prefix*` patterns) and their limits; every other queue
+    /// blocks.
     pub queues: HashMap<String, i64>,
+    /// The queues this App's workers serve (names or patterns); None: every queue.
+    pub only_queues: Option<Vec<String>>,
     pub max_params_size: Option<i64>,
     pub connect_timeout: Option<f64>,
     pub wakeup_interval: Option<f64>,
@@ -59,6 +63,7 @@ impl Default for AppOptions {
             database_url: None,
             scope: None,
             queues: HashMap::new(),
+            only_queues: None,
             max_params_size: None,
             connect_timeout: None,
             wakeup_interval: None,
@@ -80,7 +85,7 @@ pub struct ClientConfig {
     pub database_url: String,
     pub scope: String,
     /// Queues run concurrently, with their limit of jobs at once; every other queue blocks.
-    pub concurrent_queues: HashMap<String, u32>,
+    pub queue_kinds: QueueKinds,
     pub max_params_size: usize,
     /// Bound on connecting and on waiting for a pooled connection.
     pub connect_timeout: Duration,
@@ -107,6 +112,8 @@ pub struct WorkerConfig {
     pub worker_name: String,
     /// Run only what is due now, then stop by itself.
     pub drain: bool,
+    /// The queues this worker claims from.
+    pub only_queues: QueueSelector,
 }
 
 /// `value` seconds as a Duration: finite and not negative, and positive unless `allow_zero`.
@@ -155,19 +162,8 @@ impl AppOptions {
         };
         let scope = self.scope.unwrap_or_else(|| DEFAULT_SCOPE.to_owned());
         validate_name("scope", &scope)?;
-        let mut concurrent_queues = HashMap::with_capacity(self.queues.len());
-        for (queue, limit) in self.queues {
-            validate_name("queue", &queue)?;
-            if limit < 1 {
-                return Err(Error::Configuration(format!(
-                    "queue {queue:?} has a concurrency limit of {limit}: give it at least 1"
-                )));
-            }
-            let limit = u32::try_from(limit).map_err(|_| {
-                Error::Configuration(format!("queue {queue:?} has a limit of {limit}, too large"))
-            })?;
-            concurrent_queues.insert(queue, limit);
-        }
+        let queue_kinds = QueueKinds::new(self.queues)?;
+        let only_queues = QueueSelector::new(self.only_queues)?;
         let max_params_size = match self.max_params_size {
             None => DEFAULT_MAX_PARAMS_SIZE,
             Some(n) => positive("max_params_size", n)? as usize,
@@ -179,7 +175,7 @@ impl AppOptions {
         let client = ClientConfig {
             database_url,
             scope,
-            concurrent_queues,
+            queue_kinds,
             max_params_size,
             connect_timeout: seconds(
                 "connect_timeout",
@@ -238,6 +234,7 @@ impl AppOptions {
             )?,
             worker_name,
             drain: false,
+            only_queues,
         };
         Ok((client, worker))
     }
@@ -246,18 +243,7 @@ impl AppOptions {
 impl ClientConfig {
     /// Whether `queue` is a blocking queue (every queue not configured as concurrent).
     pub fn is_blocking(&self, queue: &str) -> bool {
-        !self.concurrent_queues.contains_key(queue)
-    }
-
-    /// The concurrent queues in a stable order, as the claim statement takes them.
-    pub fn sorted_concurrent_queues(&self) -> Vec<(String, u32)> {
-        let mut queues: Vec<(String, u32)> = self
-            .concurrent_queues
-            .iter()
-            .map(|(q, n)| (q.clone(), *n))
-            .collect();
-        queues.sort();
-        queues
+        self.queue_kinds.is_blocking(queue)
     }
 }
 
@@ -387,17 +373,16 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_queues_are_listed_in_a_stable_order() {
-        let (client, _) = AppOptions {
-            queues: HashMap::from([("b".to_owned(), 2), ("a".to_owned(), 1)]),
+    fn listed_and_matching_queues_are_concurrent_and_all_others_block() {
+        let (client, worker) = AppOptions {
+            queues: HashMap::from([("b".to_owned(), 2), ("shop:*".to_owned(), 1)]),
+            only_queues: Some(vec!["b".to_owned()]),
             ..options()
         }
         .into_configs()
         .unwrap();
-        assert_eq!(
-            client.sorted_concurrent_queues(),
-            vec![("a".to_owned(), 1), ("b".to_owned(), 2)]
-        );
-        assert!(client.is_blocking("c") && !client.is_blocking("a"));
+        assert!(client.is_blocking("c") && client.is_blocking("shop"));
+        assert!(!client.is_blocking("b") && !client.is_blocking("shop:1"));
+        assert!(worker.only_queues.serves("b") && !worker.only_queues.serves("c"));
     }
 }

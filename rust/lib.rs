@@ -9,6 +9,7 @@ pub mod job;
 pub mod maintenance;
 #[cfg(feature = "python")]
 pub mod py;
+pub mod queues;
 pub mod store;
 pub mod worker;
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use _core::config::ClientConfig;
 use _core::job::{default_backoff, JobSpec, NewJob, Schedule};
+use _core::queues::{QueueKinds, QueueRouting, QueueSelector};
 use _core::store::{self, ClaimRequest, Finish, Lease, Store};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
@@ -99,7 +100,7 @@ async fn open_store(backend: &str) -> Arc<dyn Store> {
     let config = ClientConfig {
         database_url: url,
         scope: "bench".into(),
-        concurrent_queues: HashMap::from([("bench".to_string(), 10_000)]),
+        queue_kinds: QueueKinds::new(HashMap::from([("bench".to_string(), 10_000)])).unwrap(),
         max_params_size: 1 << 20,
         connect_timeout: Duration::from_secs(5),
         pool_size: 4,
@@ -113,7 +114,7 @@ async fn open_store(backend: &str) -> Arc<dyn Store> {
 /// Claim `BATCH` jobs and complete them, `iters` times; jobs are inserted beforehand, untimed.
 async fn claim_and_complete(
     store: &dyn Store,
-    concurrent: &[(String, u32)],
+    queues: &QueueRouting,
     blocking: bool,
     iters: u64,
 ) -> Duration {
@@ -133,7 +134,7 @@ async fn claim_and_complete(
         let request = ClaimRequest {
             scope: "bench",
             limit: BATCH,
-            concurrent_queues: concurrent,
+            queues,
             worker_name: "bench",
             lease_ttl: Duration::from_secs(30),
             actions: None,
@@ -171,7 +172,10 @@ fn stores(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     for backend in ["postgres", "sqlite"] {
         let store = runtime.block_on(open_store(backend));
-        let concurrent = vec![("bench".to_string(), 10_000u32)];
+        let concurrent = QueueRouting {
+            kinds: QueueKinds::new(HashMap::from([("bench".to_string(), 10_000)])).unwrap(),
+            only: QueueSelector::default(),
+        };
         group.bench_with_input(
             BenchmarkId::new("concurrent queue", backend),
             &backend,
@@ -188,7 +192,10 @@ fn stores(c: &mut Criterion) {
             |b, _| {
                 b.to_async(&runtime).iter_custom(|iters| {
                     let store = store.clone();
-                    async move { claim_and_complete(store.as_ref(), &[], true, iters).await }
+                    async move {
+                        claim_and_complete(store.as_ref(), &QueueRouting::default(), true, iters)
+                            .await
+                    }
                 })
             },
         );

@@ -84,6 +84,19 @@ def _text(kind: str, value: Any) -> str:
     return value
 
 
+def _optional_queue_list(value: Any) -> list[str] | None:
+    """Queue names or patterns as a list; a lone string is refused, not split into letters."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"only_queues must be a list of queue names or patterns, got {value!r}")
+    queues = list(value)
+    for queue in queues:
+        if not isinstance(queue, str):
+            raise ConfigurationError(f"only_queues must hold queue names or patterns as strings, got {queue!r}")
+    return queues
+
+
 def _params_json(params: Any) -> str:
     try:
         text = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
@@ -194,6 +207,7 @@ class App:
         poll_interval: Seconds | None = None,
         concurrency: int | None = None,
         queues: Mapping[str, int] | None = None,
+        only_queues: Iterable[str] | None = None,
         job_retention: Seconds | None = None,
         cleanup_interval: Seconds | None = _core.DEFAULT_CLEANUP_INTERVAL,
         lease_ttl: Seconds | None = None,
@@ -214,6 +228,7 @@ class App:
             database_url,
             scope=None if scope is None else _text("scope", scope),
             queues=concurrent,
+            only_queues=_optional_queue_list(only_queues),
             max_params_size=_optional_integer("max_params_size", max_params_size, ConfigurationError),
             connect_timeout=_optional_seconds("connect_timeout", connect_timeout),
             wakeup_interval=_optional_seconds("wakeup_interval", wakeup_interval),
@@ -244,6 +259,16 @@ class App:
     def queues(self) -> dict[str, int]:
         """The concurrent queues and their limits."""
         return self._client.queues
+
+    @property
+    def only_queues(self) -> list[str] | None:
+        """The queues (names or ``prefix*`` patterns) this App's workers serve; None: all.
+        A change applies to workers started later."""
+        return self._client.only_queues
+
+    @only_queues.setter
+    def only_queues(self, value: Iterable[str] | None) -> None:
+        self._client.only_queues = _optional_queue_list(value)
 
     @property
     def concurrency(self) -> int:

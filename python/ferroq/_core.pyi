@@ -128,6 +128,7 @@ class Client:
         *,
         scope: str | None = None,
         queues: dict[str, int] | None = None,
+        only_queues: list[str] | None = None,
         max_params_size: int | None = None,
         connect_timeout: float | None = None,
         wakeup_interval: float | None = None,
@@ -148,6 +149,10 @@ class Client:
     def backend(self) -> str: ...
     @property
     def queues(self) -> dict[str, int]: ...
+    @property
+    def only_queues(self) -> list[str] | None: ...
+    @only_queues.setter
+    def only_queues(self, value: list[str] | None) -> None: ...
     @property
     def concurrency(self) -> int: ...
     @concurrency.setter

@@ -44,9 +44,15 @@ def _worker(args: argparse.Namespace) -> int:
     app = _load_app(args.app)
     if args.concurrency is not None:
         app.concurrency = args.concurrency
+    if args.queues is not None:
+        app.only_queues = [queue.strip() for queue in args.queues.split(",") if queue.strip()]
     if args.migrate:
         app.migrate()
-    print(f"ferroq worker {app.worker_name}: scope {app.scope!r}, performers {sorted(app._performers)}", flush=True)
+    served = "all queues" if app.only_queues is None else f"queues {app.only_queues}"
+    print(
+        f"ferroq worker {app.worker_name}: scope {app.scope!r}, {served}, performers {sorted(app._performers)}",
+        flush=True,
+    )
     app.run()
     return 0
 
@@ -90,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
     worker.add_argument("app", help="module:attribute of a ferroq.App")
     worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument(
+        "--queues",
+        default=None,
+        help="serve only these queues: comma-separated names or prefix* patterns (default: all)",
+    )
     worker.add_argument("--migrate", action="store_true", help="migrate the schema before starting")
     worker.set_defaults(run=_worker)
 

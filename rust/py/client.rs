@@ -35,7 +35,7 @@ fn wrap(jobs: Vec<Job>) -> Vec<PyJob> {
 impl PyClient {
     #[new]
     #[pyo3(signature = (
-        database_url=None, *, scope=None, queues=None, max_params_size=None,
+        database_url=None, *, scope=None, queues=None, only_queues=None, max_params_size=None,
         connect_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
         poll_interval=None, lease_ttl=None,
         cleanup_interval=Some(crate::config::DEFAULT_CLEANUP_INTERVAL), job_retention=None,
@@ -46,6 +46,7 @@ impl PyClient {
         database_url: Option<String>,
         scope: Option<String>,
         queues: Option<HashMap<String, i64>>,
+        only_queues: Option<Vec<String>>,
         max_params_size: Option<i64>,
         connect_timeout: Option<f64>,
         wakeup_interval: Option<f64>,
@@ -62,6 +63,7 @@ impl PyClient {
             database_url,
             scope,
             queues: queues.unwrap_or_default(),
+            only_queues,
             max_params_size,
             connect_timeout,
             wakeup_interval,
@@ -94,7 +96,17 @@ impl PyClient {
     }
     #[getter]
     fn queues(&self) -> HashMap<String, u32> {
-        self.inner.config().concurrent_queues.clone()
+        self.inner.config().queue_kinds.entries()
+    }
+    /// The queues this App's workers serve, as given (names and `prefix*` patterns), or None
+    /// for every queue.
+    #[getter]
+    fn only_queues(&self) -> Option<Vec<String>> {
+        self.inner.worker_config().only_queues.patterns()
+    }
+    #[setter]
+    fn set_only_queues(&self, only_queues: Option<Vec<String>>) -> PyResult<()> {
+        Ok(self.inner.set_only_queues(only_queues)?)
     }
     #[getter]
     fn concurrency(&self) -> u32 {

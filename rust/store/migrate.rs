@@ -24,6 +24,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0002_notify_from_insert.sql"),
         sqlite: include_str!("../../migrations/sqlite/0002_notify_from_insert.sql"),
     },
+    Migration {
+        version: 3,
+        name: "queue_heads",
+        postgres: include_str!("../../migrations/postgres/0003_queue_heads.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0003_queue_heads.sql"),
+    },
 ];
 
 /// The versions not yet in `applied`, in order.

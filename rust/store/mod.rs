@@ -14,7 +14,7 @@ macro_rules! sql {
 
 mod caller_tx;
 mod encode;
-mod migrate;
+pub mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
+use crate::queues::QueueRouting;
 
 /// One attempt's claim on a job: the fence every write of that attempt must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,8 +47,9 @@ pub struct ClaimRequest<'a> {
     pub scope: &'a str,
     /// Most jobs to hand out: the worker's free slots.
     pub limit: usize,
-    /// Concurrent queues this worker serves, with their limits across all workers.
-    pub concurrent_queues: &'a [(String, u32)],
+    /// The queue kinds (concurrent queues and their limits across all workers) and the
+    /// queues this worker serves.
+    pub queues: &'a QueueRouting,
     pub worker_name: &'a str,
     pub lease_ttl: Duration,
     /// The actions the worker has performers for: it claims no job of another action (a

@@ -21,6 +21,7 @@ use crate::job::{
     MIN_UNCOUNTED_SNOOZE,
 };
 use crate::maintenance;
+use crate::queues::QueueRouting;
 use crate::store::{Finish, Lease, Store};
 
 /// Receives claimed jobs, once per batch, and runs them. Implemented by the bindings.
@@ -147,7 +148,8 @@ struct Shared {
     store: Arc<dyn Store>,
     scope: String,
     config: WorkerConfig,
-    concurrent_queues: Vec<(String, u32)>,
+    /// The queue kinds and the queues this worker serves.
+    queues: QueueRouting,
     /// The actions this worker has performers for: the only ones it claims.
     actions: Vec<String>,
     in_flight: Mutex<Attempts>,
@@ -189,7 +191,7 @@ impl Worker {
     pub fn start(
         store: Arc<dyn Store>,
         scope: String,
-        concurrent_queues: Vec<(String, u32)>,
+        queues: QueueRouting,
         actions: Vec<String>,
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
@@ -200,7 +202,7 @@ impl Worker {
             store,
             scope,
             config,
-            concurrent_queues,
+            queues,
             actions,
             in_flight: Mutex::new(Attempts::default()),
             wake,

@@ -32,7 +32,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         let request = ClaimRequest {
             scope: &shared.scope,
             limit: free,
-            concurrent_queues: &shared.concurrent_queues,
+            queues: &shared.queues,
             worker_name: &config.worker_name,
             lease_ttl: config.lease_ttl,
             actions: Some(&shared.actions),

@@ -54,6 +54,9 @@ macro_rules! pg_sql {
 sql!(INSERT_JOBS = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
     "{{job_columns}}" => JOB_COLUMNS);
+pg_sql!(RESOLVE_HEADS, "resolve_heads.sql");
+pg_sql!(PROMOTE_HEADS, "promote_heads.sql");
+pg_sql!(CONCURRENT_QUEUES_WAITING, "concurrent_queues_waiting.sql");
 pg_sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
 pg_sql!(CLAIM, "claim.sql");
 pg_sql!(FINISH_JOBS, "finish_jobs.sql");
@@ -292,21 +295,28 @@ impl Store for PgStore {
         let client = self.client().await?;
         let ttl = request.lease_ttl.as_secs_f64();
         let limit = request.limit as i64;
-        let queues: Vec<&str> = request
-            .concurrent_queues
-            .iter()
-            .map(|(q, _)| q.as_str())
-            .collect();
-        let caps: Vec<i64> = request
-            .concurrent_queues
-            .iter()
-            .map(|(_, c)| *c as i64)
-            .collect();
+        // Queues served by name pattern exist once a job names them: look them up first.
+        let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
+            let statement = client.prepare_cached(&CONCURRENT_QUEUES_WAITING).await?;
+            client
+                .query(&statement, &[&request.scope])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let concurrent = request.queues.concurrent_to_claim(&waiting);
+        let queues: Vec<&str> = concurrent.iter().map(|(q, _)| q.as_str()).collect();
+        let caps: Vec<i64> = concurrent.iter().map(|(_, c)| *c as i64).collect();
+        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
+        let resolve = client.prepare_cached(&RESOLVE_HEADS).await?;
         let lock = client.prepare_cached(&LOCK_CONCURRENT_QUEUES).await?;
         let claim = client.prepare_cached(&CLAIM).await?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&request.scope, &queues];
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
             &request.scope,
             &queues,
             &caps,
@@ -314,19 +324,24 @@ impl Store for PgStore {
             &request.worker_name,
             &ttl,
             &request.actions,
+            &blocking_names,
+            &blocking_prefixes,
         ];
-        // One round trip: the four requests are sent back to back (tokio-postgres sends in
-        // order of first poll) and the server runs them in order, so the claim's snapshot is
-        // still taken after the queue locks are held. If one fails, the rest fail or roll back
-        // on the server; the connection is then not returned to the pool.
+        // One round trip: the requests are sent back to back (tokio-postgres sends in order of
+        // first poll) and the server runs them in order, each statement with its own snapshot:
+        // the claim sees the heads just resolved, and is taken after the queue locks are held.
+        // If one fails, the rest fail or roll back on the server; the connection is then not
+        // returned to the pool.
+        let resolve_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&request.scope];
         let pipelined = tokio::try_join!(
             client.batch_execute(BEGIN_CLAIM),
+            client.execute(&resolve, &resolve_params),
             client.query(&lock, &lock_params),
             client.query(&claim, &claim_params),
             client.batch_execute("COMMIT"),
         );
         match pipelined {
-            Ok((_, _, rows, _)) => rows.iter().map(job_from_row).collect(),
+            Ok((_, _, _, rows, _)) => rows.iter().map(job_from_row).collect(),
             Err(err) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(err.into())
@@ -346,14 +361,27 @@ impl Store for PgStore {
         let delays: Vec<Option<f64>> = finishes.iter().map(|f| f.delay).collect();
         let refunds: Vec<i32> = finishes.iter().map(|f| f.refund_attempt as i32).collect();
         let client = self.client().await?;
-        let statement = client.prepare_cached(&FINISH_JOBS).await?;
-        let rows = client
-            .query(
-                &statement,
-                &[&ids, &tokens, &states, &results, &errors, &delays, &refunds],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let finish = client.prepare_cached(&FINISH_JOBS).await?;
+        let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
+        // One round trip, as in claim(). Every id is handed to promote_heads.sql, also those
+        // whose attempt was fenced out: a job its performer completed in its own transaction
+        // has left its queue too.
+        let finish_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+            [&ids, &tokens, &states, &results, &errors, &delays, &refunds];
+        let promote_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+        let pipelined = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query(&finish, &finish_params),
+            client.execute(&promote, &promote_params),
+            client.batch_execute("COMMIT"),
+        );
+        match pipelined {
+            Ok((_, rows, _, _)) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+            Err(err) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(err.into())
+            }
+        }
     }
 
     async fn extend_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<i64>> {
@@ -371,9 +399,21 @@ impl Store for PgStore {
     }
 
     async fn rescue_expired(&self, scope: &str) -> Result<u64> {
-        let client = self.client().await?;
-        let statement = client.prepare_cached(&RESCUE_EXPIRED).await?;
-        Ok(client.execute(&statement, &[&scope]).await?)
+        let mut client = self.client().await?;
+        let rescue = client.prepare_cached(&RESCUE_EXPIRED).await?;
+        let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
+        let transaction = client.transaction().await?;
+        let ids: Vec<i64> = transaction
+            .query(&rescue, &[&scope])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if !ids.is_empty() {
+            transaction.execute(&promote, &[&ids]).await?;
+        }
+        transaction.commit().await?;
+        Ok(ids.len() as u64)
     }
 
     async fn next_run_in(&self, scope: &str) -> Result<DueTimes> {
@@ -443,7 +483,14 @@ impl Store for PgStore {
     }
 
     async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
-        Ok(self.query_jobs(&CANCEL_JOB, &[&scope, &id]).await?.pop())
+        let mut client = self.client().await?;
+        let cancel = client.prepare_cached(&CANCEL_JOB).await?;
+        let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
+        let transaction = client.transaction().await?;
+        let cancelled = transaction.query(&cancel, &[&scope, &id]).await?;
+        transaction.execute(&promote, &[&vec![id]]).await?;
+        transaction.commit().await?;
+        cancelled.iter().map(job_from_row).next().transpose()
     }
 
     async fn notify(&self, scope: &str) -> Result<()> {

@@ -58,8 +58,11 @@ macro_rules! sqlite_sql {
 }
 
 sqlite_sql!(INSERT_JOBS, "insert_jobs.sql");
-sqlite_sql!(CLAIM_BLOCKING, "claim_blocking.sql");
-sqlite_sql!(CLAIM_CONCURRENT, "claim_concurrent.sql");
+sqlite_sql!(RESOLVE_HEADS, "resolve_heads.sql");
+sqlite_sql!(PROMOTE_HEADS, "promote_heads.sql");
+sqlite_sql!(CONCURRENT_QUEUES_WAITING, "concurrent_queues_waiting.sql");
+sqlite_sql!(CLAIM, "claim.sql");
+sqlite_sql!(RECORD_TURNS, "record_turns.sql");
 sqlite_sql!(FINISH_JOBS, "finish_jobs.sql");
 sqlite_sql!(EXTEND_LEASE, "extend_lease.sql");
 sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
@@ -188,11 +191,17 @@ impl SqliteStore {
     /// Run a statement that changes at most one job and returns it.
     async fn update_job(&self, sql: &'static str, scope: &str, id: i64) -> Result<Option<Job>> {
         let row = write_tx!(self, |conn| {
-            sqlx::query(sql)
+            let row = sqlx::query(sql)
                 .bind(scope)
                 .bind(id)
                 .fetch_optional(&mut *conn)
-                .await?
+                .await?;
+            // A cancelled head hands its queue on.
+            sqlx::query(PROMOTE_HEADS.as_str())
+                .bind(format!("[{id}]"))
+                .execute(&mut *conn)
+                .await?;
+            row
         })?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -255,45 +264,57 @@ impl Store for SqliteStore {
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
         let ttl = request.lease_ttl.as_secs_f64();
-        let actions = request
-            .actions
-            .map(|a| serde_json::to_string(a).expect("a list of strings is JSON"));
+        let to_json = |list: &[String]| serde_json::to_string(list).expect("strings are JSON");
+        let actions = request.actions.map(to_json);
+        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
+        let blocking_names = blocking_names.as_deref().map(to_json);
+        let blocking_prefixes = blocking_prefixes.as_deref().map(to_json);
         let rows = write_tx!(self, |conn| {
-            let mut rows = Vec::new();
-            for (queue, cap) in request.concurrent_queues {
-                let remaining = request.limit.saturating_sub(rows.len()) as i64;
-                if remaining == 0 {
-                    break;
+            sqlx::query(RESOLVE_HEADS.as_str())
+                .bind(request.scope)
+                .execute(&mut *conn)
+                .await?;
+            // Queues served by name pattern exist once a job names them: look them up first.
+            let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
+                sqlx::query_scalar(CONCURRENT_QUEUES_WAITING.as_str())
+                    .bind(request.scope)
+                    .fetch_all(&mut *conn)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let concurrent = request.queues.concurrent_to_claim(&waiting);
+            let rows = sqlx::query(CLAIM.as_str())
+                .bind(request.scope)
+                .bind(serde_json::to_string(&concurrent).expect("pairs are JSON"))
+                .bind(request.limit as i64)
+                .bind(request.worker_name)
+                .bind(ttl)
+                .bind(actions.as_deref())
+                .bind(blocking_names.as_deref())
+                .bind(blocking_prefixes.as_deref())
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut served: Vec<String> = Vec::new();
+            for row in &rows {
+                let queue: String = row.try_get(2)?;
+                if concurrent.iter().any(|(q, _)| *q == queue) && !served.contains(&queue) {
+                    served.push(queue);
                 }
-                rows.extend(
-                    sqlx::query(CLAIM_CONCURRENT.as_str())
-                        .bind(request.scope)
-                        .bind(queue)
-                        .bind(remaining)
-                        .bind(request.worker_name)
-                        .bind(ttl)
-                        .bind(*cap as i64)
-                        .bind(actions.as_deref())
-                        .fetch_all(&mut *conn)
-                        .await?,
-                );
             }
-            let remaining = request.limit.saturating_sub(rows.len()) as i64;
-            if remaining > 0 {
-                rows.extend(
-                    sqlx::query(CLAIM_BLOCKING.as_str())
-                        .bind(request.scope)
-                        .bind(remaining)
-                        .bind(request.worker_name)
-                        .bind(ttl)
-                        .bind(actions.as_deref())
-                        .fetch_all(&mut *conn)
-                        .await?,
-                );
+            if !served.is_empty() {
+                sqlx::query(RECORD_TURNS.as_str())
+                    .bind(request.scope)
+                    .bind(to_json(&served))
+                    .execute(&mut *conn)
+                    .await?;
             }
             rows
         })?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        // RETURNING gives no order; hand them out in FIFO order.
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
     }
 
     async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>> {
@@ -301,11 +322,20 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let batch = encode_finish_batch(finishes);
+        // Every id is handed to promote_heads.sql, also those whose attempt was fenced out: a
+        // job its performer completed in its own transaction has left its queue too.
+        let ids = serde_json::to_string(&finishes.iter().map(|f| f.lease.id).collect::<Vec<_>>())
+            .expect("ids are JSON");
         write_tx!(self, |conn| {
-            sqlx::query_scalar::<_, i64>(FINISH_JOBS.as_str())
+            let finished = sqlx::query_scalar::<_, i64>(FINISH_JOBS.as_str())
                 .bind(&batch)
                 .fetch_all(&mut *conn)
-                .await?
+                .await?;
+            sqlx::query(PROMOTE_HEADS.as_str())
+                .bind(&ids)
+                .execute(&mut *conn)
+                .await?;
+            finished
         })
     }
 
@@ -333,11 +363,17 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self, scope: &str) -> Result<u64> {
         write_tx!(self, |conn| {
-            sqlx::query(RESCUE_EXPIRED.as_str())
+            let rescued: Vec<i64> = sqlx::query_scalar(RESCUE_EXPIRED.as_str())
                 .bind(scope)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected()
+                .fetch_all(&mut *conn)
+                .await?;
+            if !rescued.is_empty() {
+                sqlx::query(PROMOTE_HEADS.as_str())
+                    .bind(serde_json::to_string(&rescued).expect("ids are JSON"))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            rescued.len() as u64
         })
     }
 

@@ -7,7 +7,7 @@ use _core::store::{ClaimRequest, Finish, Lease};
 use chrono::{TimeDelta, Utc};
 
 use crate::support::{
-    claim, finish, ids, job, json, lease, queues, running, state_of, Backend, TestDb,
+    claim, finish, ids, job, json, lease, queues, running, state_of, Backend, TestDb, BLOCKING_ONLY,
 };
 
 pub async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: Backend) {
@@ -18,7 +18,7 @@ pub async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: B
         .await
         .unwrap();
     assert!(inserted.windows(2).all(|w| w[0].sequence < w[1].sequence));
-    let first = db.store.claim(&claim(10, &[])).await.unwrap();
+    let first = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
     let mut queues: Vec<&str> = first.iter().map(|j| j.queue.as_str()).collect();
     queues.sort();
     assert_eq!(
@@ -27,7 +27,11 @@ pub async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: B
         "one job per blocking queue per claim"
     );
     assert!(
-        db.store.claim(&claim(10, &[])).await.unwrap().is_empty(),
+        db.store
+            .claim(&claim(10, &BLOCKING_ONLY))
+            .await
+            .unwrap()
+            .is_empty(),
         "queues are locked while running"
     );
     let head_a = first.iter().find(|j| j.queue == "a").unwrap();
@@ -39,7 +43,7 @@ pub async fn blocking_queue_hands_out_one_job_at_a_time_in_fifo_order(backend: B
             .unwrap(),
         vec![head_a.id]
     );
-    let next = db.store.claim(&claim(10, &[])).await.unwrap();
+    let next = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
     assert_eq!(ids(&next), vec![inserted[1].id]);
     db.drop().await;
 }
@@ -67,7 +71,7 @@ pub async fn a_blocking_queue_runs_jobs_in_scheduled_order_then_insert_order(bac
         .unwrap();
     let mut order = Vec::new();
     for _ in 0..3 {
-        let head = db.store.claim(&claim(10, &[])).await.unwrap();
+        let head = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
         assert_eq!(head.len(), 1, "one job of the blocking queue at a time");
         order.push(head[0].id);
         db.store
@@ -92,7 +96,7 @@ pub async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
         .unwrap();
     let head = db
         .store
-        .claim(&claim(10, &[]))
+        .claim(&claim(10, &BLOCKING_ONLY))
         .await
         .unwrap()
         .pop()
@@ -104,7 +108,11 @@ pub async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
     };
     db.store.finish(&[retry]).await.unwrap();
     assert!(
-        db.store.claim(&claim(10, &[])).await.unwrap().is_empty(),
+        db.store
+            .claim(&claim(10, &BLOCKING_ONLY))
+            .await
+            .unwrap()
+            .is_empty(),
         "second job waits behind the failed head"
     );
     let due_in = db
@@ -119,7 +127,7 @@ pub async fn a_retrying_head_blocks_its_queue_until_due(backend: Backend) {
         "next wake-up is the retry time, got {due_in}"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let again = db.store.claim(&claim(10, &[])).await.unwrap();
+    let again = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
     assert_eq!(
         again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
         vec![(inserted[0].id, 2)]
@@ -238,7 +246,7 @@ pub async fn a_claim_starts_an_attempt_under_a_fresh_lease(backend: Backend) {
     let before = Utc::now() - TimeDelta::seconds(1);
     let request = ClaimRequest {
         worker_name: "host:42:abc",
-        ..claim(1, &[])
+        ..claim(1, &BLOCKING_ONLY)
     };
     let claimed = db.store.claim(&request).await.unwrap().pop().unwrap();
     assert_eq!(claimed.id, inserted[0].id);
@@ -483,7 +491,7 @@ pub async fn a_blocking_head_of_an_unserved_action_holds_its_queue(backend: Back
     let mail = ["mail".to_string()];
     let request = ClaimRequest {
         actions: Some(&mail),
-        ..claim(10, &[])
+        ..claim(10, &BLOCKING_ONLY)
     };
     assert!(
         db.store.claim(&request).await.unwrap().is_empty(),
@@ -494,7 +502,7 @@ pub async fn a_blocking_head_of_an_unserved_action_holds_its_queue(backend: Back
         .store
         .claim(&ClaimRequest {
             actions: Some(&charge),
-            ..claim(10, &[])
+            ..claim(10, &BLOCKING_ONLY)
         })
         .await
         .unwrap();

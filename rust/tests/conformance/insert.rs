@@ -5,7 +5,9 @@ use std::time::Duration;
 use _core::job::{JobState, NewJob, Schedule};
 use chrono::{DurationRound, TimeDelta, Utc};
 
-use crate::support::{claim, eventually, everything, ids, job, json, Backend, TestDb};
+use crate::support::{
+    claim, eventually, everything, ids, job, json, Backend, TestDb, BLOCKING_ONLY,
+};
 
 pub async fn inserted_jobs_come_back_in_input_order_with_their_options(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -169,9 +171,18 @@ pub async fn a_delayed_job_is_scheduled_and_claimed_only_once_due(backend: Backe
         TimeDelta::milliseconds(400),
         "the delay counts from the insert, on the database clock"
     );
-    assert!(db.store.claim(&claim(10, &[])).await.unwrap().is_empty());
+    assert!(db
+        .store
+        .claim(&claim(10, &BLOCKING_ONLY))
+        .await
+        .unwrap()
+        .is_empty());
     let claimed = eventually(Duration::from_secs(3), || async {
-        db.store.claim(&claim(10, &[])).await.unwrap().pop()
+        db.store
+            .claim(&claim(10, &BLOCKING_ONLY))
+            .await
+            .unwrap()
+            .pop()
     })
     .await
     .expect("the job is claimed once due");
@@ -211,7 +222,7 @@ pub async fn a_job_scheduled_at_a_time_keeps_that_time_to_the_microsecond(backen
             .collect::<Vec<_>>(),
         vec![(JobState::Scheduled, future), (JobState::Available, past)]
     );
-    let claimed = db.store.claim(&claim(10, &[])).await.unwrap();
+    let claimed = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
     assert_eq!(
         ids(&claimed),
         vec![inserted[1].id],

@@ -6,7 +6,9 @@ use std::time::Duration;
 use _core::job::{JobState, NewJob};
 use _core::store::{ClaimRequest, Lease};
 
-use crate::support::{claim, finish, ids, job, lease, queues, running, Backend, TestDb};
+use crate::support::{
+    claim, finish, ids, job, lease, queues, running, Backend, TestDb, BLOCKING_ONLY,
+};
 
 pub async fn a_stale_attempt_cannot_finish_a_rescued_job(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -14,11 +16,23 @@ pub async fn a_stale_attempt_cannot_finish_a_rescued_job(backend: Backend) {
         .insert_jobs("default", &[job("a", true)])
         .await
         .unwrap();
-    let stale = db.store.claim(&claim(1, &[])).await.unwrap().pop().unwrap();
+    let stale = db
+        .store
+        .claim(&claim(1, &BLOCKING_ONLY))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     let stale_lease = lease(&stale);
     db.expire_leases().await;
     assert_eq!(db.store.rescue_expired("default").await.unwrap(), 1);
-    let fresh = db.store.claim(&claim(1, &[])).await.unwrap().pop().unwrap();
+    let fresh = db
+        .store
+        .claim(&claim(1, &BLOCKING_ONLY))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(fresh.id, stale.id);
     assert_ne!(fresh.lease_token, stale.lease_token);
     assert!(db
@@ -133,7 +147,7 @@ pub async fn rescue_makes_an_abandoned_job_runnable_again(backend: Backend) {
         .unwrap();
     let request = ClaimRequest {
         worker_name: "dead-worker",
-        ..claim(10, &[])
+        ..claim(10, &BLOCKING_ONLY)
     };
     let first = db.store.claim(&request).await.unwrap().pop().unwrap();
     db.expire_leases().await;
@@ -164,7 +178,7 @@ pub async fn rescue_makes_an_abandoned_job_runnable_again(backend: Backend) {
         0,
         "nothing left to rescue"
     );
-    let again = db.store.claim(&claim(10, &[])).await.unwrap();
+    let again = db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap();
     assert_eq!(
         again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
         vec![(first.id, 2)],

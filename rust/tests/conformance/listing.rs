@@ -3,7 +3,9 @@
 use _core::job::{Job, JobState, NewJob};
 use _core::store::{Finish, JobFilter, Store};
 
-use crate::support::{everything, finish, ids, job, lease, running, Backend, TestDb};
+use crate::support::{
+    everything, finish, ids, job, lease, running, Backend, TestDb, BLOCKING_ONLY,
+};
 
 fn states(names: &[&str]) -> JobFilter {
     JobFilter::new(
@@ -295,7 +297,7 @@ pub async fn listings_are_ordered_and_paged_while_counts_ignore_paging(backend: 
     for _ in 0..2 {
         let heads = db
             .store
-            .claim(&crate::support::claim(10, &[]))
+            .claim(&crate::support::claim(10, &BLOCKING_ONLY))
             .await
             .unwrap();
         let finishes: Vec<Finish> = heads

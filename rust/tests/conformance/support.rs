@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use _core::config::ClientConfig;
 use _core::job::{Job, JobState, NewJob, Schedule};
+use _core::queues::{QueueKinds, QueueRouting, QueueSelector};
 use _core::store::{self, CallerRows, CallerStatement, ClaimRequest, Finish, JobFilter, Lease};
 use _core::store::{ParamStyle, SqlParam, Store};
 use sqlx::{Connection, Row};
@@ -43,13 +44,21 @@ enum Place {
     },
 }
 
+/// Every schema version, in order.
+pub fn all_versions() -> Vec<i32> {
+    _core::store::migrate::MIGRATIONS
+        .iter()
+        .map(|m| m.version)
+        .collect()
+}
+
 impl TestDb {
     /// A database with the schema in place.
     pub async fn new(backend: Backend) -> TestDb {
         let db = TestDb::unmigrated(backend).await;
         assert_eq!(
             db.store.migrate().await.unwrap(),
-            vec![1, 2],
+            all_versions(),
             "a fresh database gets every schema version"
         );
         db
@@ -93,7 +102,7 @@ impl TestDb {
         let config = ClientConfig {
             database_url: url,
             scope: "default".into(),
-            concurrent_queues: HashMap::new(),
+            queue_kinds: QueueKinds::default(),
             max_params_size: 1 << 20,
             connect_timeout: Duration::from_secs(5),
             pool_size: 4,
@@ -345,20 +354,33 @@ pub fn job(queue: &str, blocking: bool) -> NewJob {
 }
 
 /// A claim of the default scope by worker "w", with a 30 s lease.
-pub fn claim<'a>(limit: usize, concurrent: &'a [(String, u32)]) -> ClaimRequest<'a> {
+pub fn claim<'a>(limit: usize, queues: &'a QueueRouting) -> ClaimRequest<'a> {
     ClaimRequest {
         scope: "default",
         limit,
-        concurrent_queues: concurrent,
+        queues,
         worker_name: "w",
         lease_ttl: Duration::from_secs(30),
         actions: None,
     }
 }
 
-/// Concurrent queues and their limits, as a claim takes them.
-pub fn queues(limits: &[(&str, u32)]) -> Vec<(String, u32)> {
-    limits.iter().map(|(q, n)| (q.to_string(), *n)).collect()
+/// No concurrent queues: every queue blocks, and the worker serves them all.
+pub static BLOCKING_ONLY: LazyLock<QueueRouting> = LazyLock::new(QueueRouting::default);
+
+/// Concurrent queues (names or `prefix*` patterns) and their limits, as a worker that serves
+/// every queue claims them.
+pub fn queues(limits: &[(&str, u32)]) -> QueueRouting {
+    QueueRouting {
+        kinds: QueueKinds::new(
+            limits
+                .iter()
+                .map(|(q, n)| (q.to_string(), *n as i64))
+                .collect(),
+        )
+        .unwrap(),
+        only: QueueSelector::default(),
+    }
 }
 
 pub fn finish(lease: Lease, state: JobState) -> Finish {
@@ -402,13 +424,15 @@ pub async fn state_of(store: &dyn Store, id: i64) -> JobState {
 /// and return the claimed jobs in input order.
 pub async fn running(store: &dyn Store, jobs: &[NewJob]) -> Vec<Job> {
     let inserted = store.insert_jobs("default", jobs).await.unwrap();
-    let mut limits: Vec<(String, u32)> = jobs
+    let limits: HashMap<String, i64> = jobs
         .iter()
         .filter(|j| !j.blocking)
         .map(|j| (j.queue.clone(), 1000))
         .collect();
-    limits.sort();
-    limits.dedup();
+    let limits = QueueRouting {
+        kinds: QueueKinds::new(limits).unwrap(),
+        only: QueueSelector::default(),
+    };
     let mut claimed = store.claim(&claim(jobs.len(), &limits)).await.unwrap();
     claimed.sort_by_key(|j| j.sequence);
     assert_eq!(ids(&claimed), ids(&inserted), "every job was claimed");

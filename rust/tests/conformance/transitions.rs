@@ -8,6 +8,7 @@ use _core::store::Finish;
 
 use crate::support::{
     claim, everything, finish, ids, job, lease, queues, running, state_of, Backend, TestDb,
+    BLOCKING_ONLY,
 };
 
 pub async fn retry_makes_a_failed_job_available_again(backend: Backend) {
@@ -254,7 +255,7 @@ pub async fn cancelling_a_retrying_head_unblocks_its_queue(backend: Backend) {
         .unwrap();
     let head = db
         .store
-        .claim(&claim(10, &[]))
+        .claim(&claim(10, &BLOCKING_ONLY))
         .await
         .unwrap()
         .pop()
@@ -266,14 +267,19 @@ pub async fn cancelling_a_retrying_head_unblocks_its_queue(backend: Backend) {
         }])
         .await
         .unwrap();
-    assert!(db.store.claim(&claim(10, &[])).await.unwrap().is_empty());
+    assert!(db
+        .store
+        .claim(&claim(10, &BLOCKING_ONLY))
+        .await
+        .unwrap()
+        .is_empty());
     db.store
         .cancel_job("default", head.id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        ids(&db.store.claim(&claim(10, &[])).await.unwrap()),
+        ids(&db.store.claim(&claim(10, &BLOCKING_ONLY)).await.unwrap()),
         vec![inserted[1].id]
     );
     db.drop().await;

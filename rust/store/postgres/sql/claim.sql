@@ -1,19 +1,29 @@
--- Claim up to $4 jobs in one statement: first ready jobs of the concurrent queues, then heads
--- of blocking queues for what is left. Parameters: $1 scope, $2/$3 the concurrent queues and
--- their caps (empty arrays when there are none), $4 the batch size, $5 the worker's name,
--- $6 the lease in seconds, $7 the actions the worker has performers for (NULL: any). Runs
--- after lock_concurrent_queues.sql in the same transaction.
-WITH RECURSIVE caps AS (
-    -- Concurrent queues: each within its limit of running jobs across all workers (the
-    -- running count cannot be raced past: claimers of a queue are serialized by its lock).
-    SELECT q.queue,
-           q.cap - (SELECT count(*) FROM ferroq_jobs AS r
-                    WHERE r.scope = $1 AND r.queue = q.queue AND NOT r.blocking
-                      AND r.state = 'running') AS free
+-- Claim up to $4 jobs in one statement, shared fairly between the ready queues. Parameters:
+-- $1 scope, $2/$3 the concurrent queues this worker serves and their caps (empty arrays when
+-- there are none), $4 the batch size, $5 the worker's name, $6 the lease in seconds, $7 the
+-- actions the worker has performers for (NULL: any), $8/$9 the blocking queues it serves:
+-- exact names and name prefixes (both NULL: every queue; see QueueSelector in config.rs).
+-- Runs after resolve_heads.sql and lock_concurrent_queues.sql in the same transaction.
+--
+-- Fairness: every candidate job gets a load, the number of jobs its queue would then run (a
+-- blocking head: 1; the k-th ready job of a concurrent queue with r running: r + k), and a
+-- turn, when its queue last got service (a blocking head: when it became the head or came
+-- due; a concurrent queue: its last claim). The lowest load goes first, then the oldest turn:
+-- ready queues take turns, and neither a queue's name nor its backlog can push another back.
+WITH caps AS (
+    -- Each concurrent queue within its limit of running jobs across all workers (the count
+    -- cannot be raced past: claimers of a queue are serialized by its lock).
+    SELECT q.queue, q.cap,
+           (SELECT count(*) FROM ferroq_jobs AS r
+            WHERE r.scope = $1 AND r.queue = q.queue AND NOT r.blocking
+              AND r.state = 'running') AS running,
+           (SELECT t.served_at FROM ferroq_queue_turns AS t
+            WHERE t.scope = $1 AND t.queue = q.queue) AS served_at
     FROM unnest($2::text[], $3::int8[]) AS q(queue, cap)
-), concurrent_candidates AS (
-    -- In priority, then FIFO order; each queue locks no more rows than the batch can take.
-    SELECT c.id, c.priority, c.scheduled_at, c.sequence
+), concurrent_locked AS (
+    -- Per queue, in priority then FIFO order, no more rows than the batch or the limit allows.
+    SELECT caps.queue, caps.running, caps.served_at,
+           c.id, c.priority, c.scheduled_at, c.sequence
     FROM caps CROSS JOIN LATERAL (
         SELECT r.id, r.priority, r.scheduled_at, r.sequence
         FROM ferroq_jobs AS r
@@ -21,54 +31,57 @@ WITH RECURSIVE caps AS (
           AND r.state IN ('scheduled', 'available', 'retryable') AND r.run_at <= now()
           AND ($7::text[] IS NULL OR r.action = ANY($7))
         ORDER BY r.priority, r.scheduled_at, r.sequence
-        LIMIT least(greatest(caps.free, 0), $4)
+        LIMIT least(greatest(caps.cap - caps.running, 0), $4)
         FOR UPDATE OF r SKIP LOCKED
     ) AS c
-    ORDER BY c.priority, c.scheduled_at, c.sequence
-    LIMIT $4
-), heads(id, queue, action, state, run_at, priority, scheduled_at, sequence) AS (
-    -- Blocking queues: per (scope, queue) only the first unfinished job in (scheduled_at,
-    -- sequence) order may run, and only if it is due and no job of the queue runs. A retrying
-    -- head keeps its place, so a failing job blocks its queue.
-    -- The heads are found by walking the ferroq_jobs_blocking_fifo index one queue at a
-    -- time: the first entry after the previous queue is the next queue's head. One index
-    -- descent per queue, however many jobs wait behind each head.
-    (SELECT h.id, h.queue, h.action, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
-     FROM ferroq_jobs AS h
-     WHERE h.scope = $1 AND h.blocking
-       AND h.state IN ('scheduled', 'available', 'running', 'retryable')
-     ORDER BY h.queue, h.scheduled_at, h.sequence
-     LIMIT 1)
-    UNION ALL
-    SELECT next_head.*
-    FROM heads AS previous CROSS JOIN LATERAL (
-        SELECT h.id, h.queue, h.action, h.state, h.run_at, h.priority, h.scheduled_at, h.sequence
-        FROM ferroq_jobs AS h
-        WHERE h.scope = $1 AND h.blocking
-          AND h.state IN ('scheduled', 'available', 'running', 'retryable')
-          AND h.queue > previous.queue
-        ORDER BY h.queue, h.scheduled_at, h.sequence
-        LIMIT 1
-    ) AS next_head
+), concurrent_candidates AS (
+    SELECT l.id, l.queue,
+           l.running + row_number() OVER (PARTITION BY l.queue
+                                          ORDER BY l.priority, l.scheduled_at, l.sequence) AS load,
+           coalesce(l.served_at, '-infinity') AS turn,
+           l.priority, l.scheduled_at, l.sequence
+    FROM concurrent_locked AS l
 ), ready_heads AS (
-    SELECT heads.id, heads.priority, heads.scheduled_at, heads.sequence
-    FROM heads
-    -- A head of an action the worker does not serve is skipped, and holds its queue.
-    WHERE heads.state <> 'running' AND heads.run_at <= now()
-      AND ($7::text[] IS NULL OR heads.action = ANY($7))
-    ORDER BY heads.priority, heads.scheduled_at, heads.sequence
-    LIMIT greatest($4 - (SELECT count(*) FROM concurrent_candidates), 0)
-), locked_heads AS (
+    -- Blocking queues: the marked heads that are due, oldest turn first, read as one range of
+    -- the ferroq_jobs_ready_heads index: queues that are idle, running or waiting on a later
+    -- retry are not in that range, so they cost this claim nothing.
+    SELECT h.id
+    FROM ferroq_jobs AS h
+    WHERE h.scope = $1 AND h.blocking AND h.head
+      AND h.state IN ('scheduled', 'available', 'retryable') AND h.run_at <= now()
+      -- A head of an action the worker does not serve is skipped, and holds its queue.
+      AND ($7::text[] IS NULL OR h.action = ANY($7))
+      AND (($8::text[] IS NULL AND $9::text[] IS NULL) OR h.queue = ANY($8)
+           OR EXISTS (SELECT 1 FROM unnest($9::text[]) AS p(prefix) WHERE starts_with(h.queue, p.prefix)))
+      -- The mark is a hint; the queue's order is the truth: nothing unfinished before it,
+      -- nothing of the queue running.
+      AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS p
+                      WHERE p.scope = $1 AND p.blocking AND p.queue = h.queue
+                        AND p.state IN ('scheduled', 'available', 'running', 'retryable')
+                        AND (p.scheduled_at, p.sequence) < (h.scheduled_at, h.sequence))
+      AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS r
+                      WHERE r.scope = $1 AND r.blocking AND r.queue = h.queue
+                        AND r.state = 'running')
+    ORDER BY h.run_at, h.sequence
+    LIMIT $4
+), head_candidates AS (
     -- The row lock re-checks the state (SKIP LOCKED + READ COMMITTED re-evaluation), and the
     -- unique index ferroq_jobs_one_running_per_blocking_queue backs the rule up in the schema.
-    SELECT c.id
+    SELECT c.id, NULL::text AS queue, 1::int8 AS load, c.run_at AS turn,
+           c.priority, c.scheduled_at, c.sequence
     FROM ferroq_jobs AS c JOIN ready_heads ON ready_heads.id = c.id
     WHERE c.state IN ('scheduled', 'available', 'retryable') AND c.run_at <= now()
     FOR UPDATE OF c SKIP LOCKED
 ), claimable AS (
-    SELECT id FROM concurrent_candidates
-    UNION ALL
-    SELECT id FROM locked_heads
+    SELECT all_candidates.id, all_candidates.queue
+    FROM (SELECT * FROM concurrent_candidates UNION ALL SELECT * FROM head_candidates) AS all_candidates
+    ORDER BY all_candidates.load, all_candidates.turn, all_candidates.priority,
+             all_candidates.scheduled_at, all_candidates.sequence
+    LIMIT $4
+), served AS (
+    INSERT INTO ferroq_queue_turns AS t (scope, queue, served_at)
+    SELECT DISTINCT $1, claimable.queue, now() FROM claimable WHERE claimable.queue IS NOT NULL
+    ON CONFLICT (scope, queue) DO UPDATE SET served_at = excluded.served_at
 )
 UPDATE ferroq_jobs AS j
 SET state = 'running',

@@ -8,3 +8,4 @@ SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' EN
     lease_token = NULL,
     lease_expires_at = NULL
 WHERE scope = ?1 AND state = 'running' AND lease_expires_at < {{now}}
+RETURNING id
