@@ -25,15 +25,22 @@ impl QueuePattern {
     /// Parse `pattern` (`what` names it in errors): a key ending in `*` is a prefix pattern,
     /// anything else a name. `"*"` alone matches every queue.
     pub fn parse(what: &str, pattern: &str) -> Result<QueuePattern> {
+        // A bad name in the App's settings is a configuration error, raised when it is made.
+        let checked = |name: &str| {
+            validate_name(what, name).map_err(|err| match err {
+                Error::InvalidName(message) => Error::Configuration(message),
+                other => other,
+            })
+        };
         match pattern.strip_suffix(WILDCARD) {
             Some(prefix) => {
                 if !prefix.is_empty() {
-                    validate_name(what, prefix)?;
+                    checked(prefix)?;
                 }
                 Ok(QueuePattern::Prefix(prefix.to_owned()))
             }
             None => {
-                validate_name(what, pattern)?;
+                checked(pattern)?;
                 Ok(QueuePattern::Exact(pattern.to_owned()))
             }
         }
