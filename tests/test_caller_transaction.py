@@ -226,8 +226,7 @@ def test_complete(driver, store, outcome, app_factory, database_url, db):
     # returned. The attempt failed, counts, and waits for its backoff (60 s).
     assert done.state == "retryable"
     assert done.error == (
-        "job.complete(connection) was called but its transaction did not commit "
-        "(rolled back or the connection failed)"
+        "job.complete(connection) was called but its transaction did not commit (rolled back or the connection failed)"
     )
     assert (done.done_at, done.result) == (None, None)
     assert (done.next_attempt_at - done.attempted_at).total_seconds() > 50
