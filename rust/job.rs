@@ -99,11 +99,23 @@ impl Job {
     pub fn is_last_attempt(&self) -> bool {
         is_last_attempt(self.attempts, self.max_attempts)
     }
+
+    /// Whether this claim came after the job's attempts were used up: its last attempt's
+    /// lease expired (see `rescue_expired.sql`), so the claim only runs the performer's
+    /// `on_failure` hook and fails the job, never the performer.
+    pub fn attempts_exhausted(&self) -> bool {
+        attempts_exhausted(self.attempts, self.max_attempts)
+    }
 }
 
 /// The one rule for "this attempt was the last one".
 pub fn is_last_attempt(attempts: i32, max_attempts: i32) -> bool {
     attempts >= max_attempts
+}
+
+/// The one rule for "claimed with no attempt left" (the claim counted one past the limit).
+pub fn attempts_exhausted(attempts: i32, max_attempts: i32) -> bool {
+    attempts > max_attempts
 }
 
 /// When a new job first becomes runnable.
@@ -312,6 +324,11 @@ pub const MIN_UNCOUNTED_SNOOZE: f64 = 1.0;
 pub fn snoozed_out(max_attempts: i32) -> String {
     format!("snoozed on its last attempt: all {max_attempts} attempts used (a snooze counts toward max_attempts)")
 }
+
+/// The error of an attempt whose performer completed its job on the caller's connection
+/// (`job.complete(connection)`) and then returned normally, although that transaction did not
+/// commit: nothing else would have ended the job, so the attempt fails and is retried.
+pub const UNCOMMITTED_COMPLETION: &str = "job.complete(connection) was called but its transaction did not commit (rolled back or the connection failed)";
 
 /// Seconds a caller asked to wait (a custom backoff, a snooze), as the store takes them:
 /// never negative, and 0 for a value that is not a number.
@@ -536,6 +553,8 @@ mod tests {
         assert!(!is_last_attempt(1, 3));
         assert!(is_last_attempt(3, 3));
         assert!(is_last_attempt(4, 3));
+        assert!(!attempts_exhausted(3, 3));
+        assert!(attempts_exhausted(4, 3));
     }
 
     #[test]

@@ -159,57 +159,86 @@ def test_enqueue(driver, store, outcome, app_factory, database_url, db):
 @pytest.mark.parametrize(("driver", "store", "outcome"), CASES)
 def test_complete(driver, store, outcome, app_factory, database_url, db):
     """The performer completes its job on the driver's connection, writes a ledger row in the
-    same transaction, commits or rolls back, then raises: the raise decides the job's fate only
-    if the caller's completion did not commit."""
-    db.execute("CREATE TABLE ledger (job_id bigint PRIMARY KEY)")
+    same transaction, commits or rolls back, then returns normally. A committed completion is
+    the job's one completion (the return writes nothing more); a rolled-back one undid the
+    work, so the attempt fails, waits for its backoff like any failure, and the next attempt
+    completes the job."""
+    db.execute("CREATE TABLE ledger (job_id bigint, attempt integer)")
     app = app_factory(poll_interval=60)
     commit = outcome == "commit"
-    seen: dict = {}
+    seen: list = []
 
     def state_now(job_id):
         return db.scalar("SELECT state FROM ferroq_jobs WHERE id = %s", (job_id,))
+
+    def roll_back(job) -> bool:
+        return not commit and job.attempts == 1
+
+    def ledger_row(job) -> str:
+        return f"INSERT INTO ledger (job_id, attempt) VALUES ({job.id}, {job.attempts})"
 
     if driver.is_async:
 
         @app.performer("pay", backoff=lambda job: 60)
         async def pay(job):
-            async with driver.transaction(database_url) as tx:
-                seen["completed"] = await job.acomplete(tx.conn)
-                await tx.write(f"INSERT INTO ledger (job_id) VALUES ({job.id})")
-                seen["state_in_transaction"] = state_now(job.id)
-                if not commit:
-                    raise Rollback
-            raise RuntimeError("after the transaction")
+            try:
+                async with driver.transaction(database_url) as tx:
+                    completed = await job.acomplete(tx.conn)
+                    await tx.write(ledger_row(job))
+                    seen.append((job.attempts, completed, state_now(job.id)))
+                    if roll_back(job):
+                        raise Rollback
+            except Rollback:
+                pass
+            return {"returned": job.attempts}
 
     else:
 
         @app.performer("pay", backoff=lambda job: 60)
         def pay(job):
-            with driver.transaction(database_url) as tx:
-                seen["completed"] = job.complete(tx.conn)
-                tx.write(f"INSERT INTO ledger (job_id) VALUES ({job.id})")
-                seen["state_in_transaction"] = state_now(job.id)
-                if not commit:
-                    raise Rollback
-            raise RuntimeError("after the transaction")
+            try:
+                with driver.transaction(database_url) as tx:
+                    completed = job.complete(tx.conn)
+                    tx.write(ledger_row(job))
+                    seen.append((job.attempts, completed, state_now(job.id)))
+                    if roll_back(job):
+                        raise Rollback
+            except Rollback:
+                pass
+            return {"returned": job.attempts}
 
     job = app.create_job("q", "pay")
     assert app.drain() == 1
-    assert seen == {"completed": True, "state_in_transaction": "running"}
+    assert seen == [(1, True, "running")]
     done = app.get_job(job.id)
     assert done.attempts == 1
     if commit:
-        # Completed by the caller's statement; the performer's later raise changes nothing.
+        # Completed once, by the caller's statement: the performer's return wrote nothing
+        # (no result), and nothing is left to run.
         assert (done.state, done.error, done.result) == ("completed", None, None)
         assert done.done_at is not None
-        assert db.execute("SELECT job_id FROM ledger").fetchall() == [(job.id,)]
-    else:
-        # The completion rolled back with the ledger row: the performer's own outcome (it
-        # raised Rollback) stands, and the job waits for its retry.
-        assert done.state == "retryable"
-        assert "Rollback" in done.error
-        assert done.done_at is None
-        assert db.scalar("SELECT count(*) FROM ledger") == 0
+        assert db.execute("SELECT job_id, attempt FROM ledger").fetchall() == [(job.id, 1)]
+        assert app.drain() == 0
+        assert app.get_job(job.id).done_at == done.done_at
+        return
+
+    # The completion rolled back with the ledger row: not completed, whatever the performer
+    # returned. The attempt failed, counts, and waits for its backoff (60 s).
+    assert done.state == "retryable"
+    assert done.error == (
+        "job.complete(connection) was called but its transaction did not commit (rolled back or the connection failed)"
+    )
+    assert (done.done_at, done.result) == (None, None)
+    assert (done.next_attempt_at - done.attempted_at).total_seconds() > 50
+    assert db.scalar("SELECT count(*) FROM ledger") == 0
+    assert app.drain() == 0, "the retry waits for its backoff"
+
+    app.retry_job(job.id)
+    assert app.drain() == 1
+    assert seen == [(1, True, "running"), (2, True, "running")]
+    done = app.get_job(job.id)
+    assert (done.state, done.attempts, done.result) == ("completed", 2, None)
+    assert db.execute("SELECT job_id, attempt FROM ledger").fetchall() == [(job.id, 2)]
 
 
 # --- ferroq's statement alone in the transaction -----------------------------------------

@@ -13,6 +13,7 @@ __all__ = [
     "Client",
     "Job",
     "JobSpec",
+    "UNCOMMITTED_COMPLETION",
     "Outcome",
     "WorkerHandle",
     "__version__",
@@ -24,6 +25,7 @@ __version__: str
 def snoozed_out(max_attempts: int) -> str: ...
 
 DEFAULT_CLEANUP_INTERVAL: float
+UNCOMMITTED_COMPLETION: str
 JOB_STATES: tuple[str, ...]
 
 @final
@@ -74,6 +76,12 @@ class Job:
     def result(self) -> Any: ...
     def complete(self, connection: Any) -> bool: ...
     def acomplete(self, connection: Any) -> Awaitable[bool]: ...
+    @property
+    def _completion_applied(self) -> bool: ...
+    def _holds_lease(self) -> bool: ...
+    def _aholds_lease(self) -> Awaitable[bool]: ...
+    @property
+    def _failure_pending(self) -> bool: ...
 
 @final
 class JobSpec:
@@ -102,6 +110,8 @@ class Outcome:
     def discarded(reason: str) -> Outcome: ...
     @staticmethod
     def released() -> Outcome: ...
+    @staticmethod
+    def settled() -> Outcome: ...
 
 @final
 class CallerStatement:

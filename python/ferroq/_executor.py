@@ -6,6 +6,13 @@ performers run as tasks on one asyncio loop thread: the batch crosses threads wi
 call. Sync performers run on a bounded thread pool. Timeouts cancel async tasks and interrupt
 sync threads; an attempt is reported only once its performer has really returned, so a
 blocking queue stays locked until then.
+
+Two outcomes need the database's word first, asked through the core (one query, only then): a
+performer that completed its job on its own connection (``job.complete``) settled it only if
+that transaction committed, which shows as the attempt no longer holding its lease; and an
+``on_failure`` hook runs only while the failing attempt still holds its job, so a stale attempt
+(its lease expired and handed on) never runs it a second time. A job claimed with no attempt
+left (its last attempt's lease expired) runs only its hook.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ._core import Job, Outcome, WorkerHandle, snoozed_out
+from ._core import UNCOMMITTED_COMPLETION, Job, Outcome, WorkerHandle, snoozed_out
 from ._outcomes import Discard, Fail, Snooze
 from ._watchdog import ShutdownInterrupt, Watchdog
 from .errors import JobTimeoutError
@@ -54,6 +61,28 @@ async def _completion(awaitable: Awaitable[Any]) -> Any:
 
 def _timeout_error(job: Job) -> str:
     return f"timeout: the job ran longer than its timeout of {job.timeout:g} s"
+
+
+def _hook_due(job: Job, performer: Performer) -> bool:
+    """Whether a failure of this attempt runs the performer's on_failure hook."""
+    return performer.on_failure is not None and job.is_last_attempt
+
+
+def _holds_lease(job: Job) -> bool:
+    """Whether the attempt still holds its job. When the database cannot say, assume it does:
+    what is written next is fenced by the lease anyway."""
+    try:
+        return job._holds_lease()
+    except Exception:  # noqa: BLE001 - the outage is logged by the engine; the write is fenced
+        return True
+
+
+async def _aholds_lease(job: Job) -> bool:
+    """Awaitable :func:`_holds_lease`."""
+    try:
+        return await job._aholds_lease()
+    except Exception:  # noqa: BLE001
+        return True
 
 
 class Executor:
@@ -94,6 +123,8 @@ class Executor:
                 self._report([(job, Outcome.failed(error))])
             elif performer.is_async:
                 async_batch.append((job, performer))
+            elif job._failure_pending:
+                self._pool.submit(self._fail_pending, job, performer)
             else:
                 self._pool.submit(self._run_sync, job, performer)
         if async_batch:
@@ -124,26 +155,37 @@ class Executor:
     def _run_sync(self, job: Job, performer: Performer) -> None:
         key = self._watchdog.arm(job.timeout)
         fired: type[BaseException] | None = None
-        outcome: Outcome
+        raised: BaseException | None = None
+        value: Any = None
         try:
             try:
                 value = performer.fn(job)
             finally:
                 fired = self._watchdog.disarm(key)
         except (JobTimeoutError, ShutdownInterrupt):
-            value = None
+            pass
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is the attempt's outcome
-            if fired is None:
-                self._deliver(job, self._failure_now(job, performer, _describe(exc)))
+            raised = exc
+        held = None
+        if job._completion_applied:
+            held = _holds_lease(job)
+            if not held:
+                self._deliver(job, Outcome.settled())
                 return
         if fired is ShutdownInterrupt:
             outcome = Outcome.released()
         elif fired is JobTimeoutError:
-            outcome = self._failure_now(job, performer, _timeout_error(job))
+            outcome = self._failure_now(job, performer, _timeout_error(job), held)
+        elif raised is not None:
+            outcome = self._failure_now(job, performer, _describe(raised), held)
         else:
             returned = self._returned(job, value)
-            outcome = self._failure_now(job, performer, returned) if isinstance(returned, str) else returned
+            outcome = self._failure_now(job, performer, returned, held) if isinstance(returned, str) else returned
         self._deliver(job, outcome)
+
+    def _fail_pending(self, job: Job, performer: Performer) -> None:
+        """A job claimed with no attempt left: its hook runs, its performer does not."""
+        self._deliver(job, self._failure_now(job, performer, job.error or "no attempts left"))
 
     def _deliver(self, job: Job, outcome: Outcome) -> None:
         self._report([(job, outcome)])
@@ -152,9 +194,11 @@ class Executor:
         assert self._handle is not None, "submit() waits for bind()"
         self._handle.report_many(outcomes)
 
-    def _failure_now(self, job: Job, performer: Performer, error: str) -> Outcome:
-        """A failure outcome, running an async on_failure hook to completion on this thread."""
-        error, backoff, hook = self._failure(job, performer, error)
+    def _failure_now(self, job: Job, performer: Performer, error: str, held: bool | None = None) -> Outcome:
+        """A failure outcome, running an async on_failure hook to completion on this thread.
+        ``held``: whether the attempt still holds its job, if already known."""
+        run_hook = _hook_due(job, performer) and (_holds_lease(job) if held is None else held)
+        error, backoff, hook = self._failure(job, performer, error, run_hook)
         if hook is not None:
             try:
                 asyncio.run(_completion(hook))
@@ -189,10 +233,13 @@ class Executor:
         assert loop is not None
         now = loop.time()
         for job, performer in batch:
+            if job._failure_pending:
+                self._settle(job, performer, None, job.error or "no attempts left")
+                continue
             try:
                 task = loop.create_task(performer.fn(job))
             except BaseException as exc:  # noqa: BLE001 - the performer raised before returning a coroutine
-                self._queue_outcome(job, self._failure_now(job, performer, _describe(exc)))
+                self._settle(job, performer, None, _describe(exc))
                 continue
             if task.done():
                 self._finish_task(task, job, performer)
@@ -225,38 +272,57 @@ class Executor:
         self._finish_task(task, job, performer)
 
     def _finish_task(self, task: asyncio.Task[Any], job: Job, performer: Performer) -> None:
-        failure = None
+        outcome: Outcome | None = None
+        error: str | None = None
         if task in self._timed_out:
             # Timed out, whether or not the performer swallowed the cancellation.
             self._timed_out.discard(task)
-            failure = self._failure(job, performer, _timeout_error(job))
+            error = _timeout_error(job)
         elif task.cancelled():
             if self._stopping:
                 outcome = Outcome.released()
             else:
-                failure = self._failure(job, performer, "cancelled: the performer's task was cancelled")
+                error = "cancelled: the performer's task was cancelled"
         elif (exc := task.exception()) is not None:
-            failure = self._failure(job, performer, _describe(exc))
+            error = _describe(exc)
         else:
             returned = self._returned(job, task.result())
             if isinstance(returned, str):
-                failure = self._failure(job, performer, returned)
+                error = returned
             else:
                 outcome = returned
-        if failure is None:
+        self._settle(job, performer, outcome, error)
+
+    def _settle(self, job: Job, performer: Performer, outcome: Outcome | None, error: str | None) -> None:
+        """Report an async performer's ``outcome``, or its failure with ``error``. When the
+        database must be asked first (see the module docstring), that runs as a task."""
+        if job._completion_applied or (error is not None and _hook_due(job, performer)):
+            asyncio.ensure_future(self._settle_after_check(job, performer, outcome, error), loop=self._loop)
+            return
+        if outcome is not None:
             self._queue_outcome(job, outcome)
             return
-        error, backoff, hook = failure
-        if hook is None:
-            self._queue_outcome(job, Outcome.failed(error, backoff))
-        else:
-            asyncio.ensure_future(self._await_hook(job, error, backoff, hook), loop=self._loop)
+        assert error is not None
+        error, backoff, _ = self._failure(job, performer, error, run_hook=False)
+        self._queue_outcome(job, Outcome.failed(error, backoff))
 
-    async def _await_hook(self, job: Job, error: str, backoff: float | None, hook: Awaitable[Any]) -> None:
-        try:
-            await hook
-        except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
-            error += f"\non_failure hook raised: {_describe(exc)}"
+    async def _settle_after_check(
+        self, job: Job, performer: Performer, outcome: Outcome | None, error: str | None
+    ) -> None:
+        held = await _aholds_lease(job)
+        if job._completion_applied and not held:
+            self._queue_outcome(job, Outcome.settled())
+            return
+        if outcome is not None:
+            self._queue_outcome(job, outcome)
+            return
+        assert error is not None
+        error, backoff, hook = self._failure(job, performer, error, run_hook=held and _hook_due(job, performer))
+        if hook is not None:
+            try:
+                await hook
+            except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker
+                error += f"\non_failure hook raised: {_describe(exc)}"
         self._queue_outcome(job, Outcome.failed(error, backoff))
 
     def _queue_outcome(self, job: Job, outcome: Outcome) -> None:
@@ -277,7 +343,13 @@ class Executor:
     @staticmethod
     def _returned(job: Job, value: Any) -> Outcome | str:
         """The outcome of a performer that returned ``value``, or the error text when the attempt
-        failed (the caller runs the failure hooks in its own way: sync thread or asyncio loop)."""
+        failed (the caller runs the failure hooks in its own way: sync thread or asyncio loop).
+        Callers first make sure a completion the performer applied on its own connection did
+        not commit (it would have settled the job)."""
+        if job._completion_applied and not isinstance(value, (Fail, Snooze, Discard)):
+            # Its completion rolled back, yet it returned as if done: retry, rather than
+            # complete work that was undone.
+            return UNCOMMITTED_COMPLETION
         if isinstance(value, Fail):
             return str(value.reason)
         if isinstance(value, Snooze):
@@ -296,9 +368,12 @@ class Executor:
             return f"the performer returned a value that is not JSON: {exc}"
         return Outcome.completed(result)
 
-    def _failure(self, job: Job, performer: Performer, error: str) -> tuple[str, float | None, Awaitable[Any] | None]:
-        """A failed attempt: custom backoff, and the on_failure hook on the last attempt.
-        Returns the error, the backoff and, if the hook is a coroutine, the awaitable still to run."""
+    def _failure(
+        self, job: Job, performer: Performer, error: str, run_hook: bool
+    ) -> tuple[str, float | None, Awaitable[Any] | None]:
+        """A failed attempt: custom backoff, and the on_failure hook if ``run_hook`` (the last
+        attempt, still holding its job). Returns the error, the backoff and, if the hook is a
+        coroutine, the awaitable still to run."""
         backoff = None
         if performer.backoff is not None:
             try:
@@ -306,7 +381,7 @@ class Executor:
             except Exception as exc:  # noqa: BLE001
                 error += f"\nbackoff function raised, default backoff used: {_describe(exc)}"
         pending = None
-        if performer.on_failure is not None and job.is_last_attempt:
+        if run_hook and performer.on_failure is not None:
             try:
                 result = performer.on_failure(job, error)
             except Exception as exc:  # noqa: BLE001 - a broken hook must never stop the worker

@@ -2,6 +2,9 @@
 //! driver adapters (`ferroq/_caller_tx.py`) run it: rendered in the driver's placeholder style,
 //! then its rows turned into what the caller asked for.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::IntoPyObjectExt;
@@ -12,11 +15,24 @@ use crate::store::{CallerRows, CallerStatement, ParamStyle, SqlParam};
 #[pyclass(frozen, name = "CallerStatement", module = "ferroq._core")]
 pub struct PyCallerStatement {
     inner: CallerStatement,
+    /// A completion's flag on its Job, set when the statement applied.
+    applied: Option<Arc<AtomicBool>>,
 }
 
 impl PyCallerStatement {
     pub fn new(inner: CallerStatement) -> PyCallerStatement {
-        PyCallerStatement { inner }
+        PyCallerStatement {
+            inner,
+            applied: None,
+        }
+    }
+
+    /// A job's completion; `applied` is set once the driver's rows say it applied.
+    pub fn completion(inner: CallerStatement, applied: Arc<AtomicBool>) -> PyCallerStatement {
+        PyCallerStatement {
+            inner,
+            applied: Some(applied),
+        }
     }
 }
 
@@ -46,10 +62,16 @@ impl PyCallerStatement {
     /// attempt was completed.
     fn result(&self, py: Python<'_>, rows: Vec<Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         match self.inner.rows {
-            CallerRows::Completed => Ok(pyo3::types::PyBool::new(py, rows.len() == 1)
-                .to_owned()
-                .into_any()
-                .unbind()),
+            CallerRows::Completed => {
+                let applied = rows.len() == 1;
+                if let (true, Some(flag)) = (applied, &self.applied) {
+                    flag.store(true, Ordering::Release);
+                }
+                Ok(pyo3::types::PyBool::new(py, applied)
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            }
             CallerRows::Jobs => {
                 let texts = rows
                     .iter()

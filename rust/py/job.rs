@@ -1,6 +1,7 @@
 //! `ferroq.Job`: a read-only view of a job row. Params and result are decoded from JSON on
 //! first access only.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,8 @@ use pyo3::sync::PyOnceLock;
 use crate::client::caller_complete;
 use crate::job::Job;
 use crate::py::caller_tx::PyCallerStatement;
-use crate::store::Store;
+use crate::py::runtime::block_on;
+use crate::store::{Lease, Store};
 
 /// A job as stored. Immutable: a new read gives a new object.
 #[pyclass(frozen, name = "Job", module = "ferroq")]
@@ -21,6 +23,13 @@ pub struct PyJob {
     /// The store of the worker that claimed it: builds the completion of this attempt on a
     /// caller's connection (claimed jobs only).
     store: Option<Arc<dyn Store>>,
+    /// Set once `complete(connection)` applied in the caller's transaction; whether that
+    /// transaction committed is known only from the row afterwards (see `_holds_lease`).
+    completion_applied: Arc<AtomicBool>,
+    /// Claimed with no attempt left (its last attempt's lease expired): the executor runs
+    /// only the performer's on_failure hook. `inner.attempts` then reads `max_attempts`, the
+    /// attempts the job used; the claim's extra one is given back when the failure is written.
+    failure_pending: bool,
 }
 
 impl PyJob {
@@ -30,8 +39,15 @@ impl PyJob {
     }
 
     /// A job a worker claimed from `store`: its performer may complete it transactionally.
-    pub fn claimed(inner: Job, store: Arc<dyn Store>) -> PyJob {
-        PyJob::new(inner, Some(store))
+    pub fn claimed(mut inner: Job, store: Arc<dyn Store>) -> PyJob {
+        let failure_pending = inner.attempts_exhausted();
+        if failure_pending {
+            inner.attempts = inner.max_attempts;
+        }
+        PyJob {
+            failure_pending,
+            ..PyJob::new(inner, Some(store))
+        }
     }
 
     fn new(inner: Job, store: Option<Arc<dyn Store>>) -> PyJob {
@@ -40,21 +56,41 @@ impl PyJob {
             params: PyOnceLock::new(),
             result: PyOnceLock::new(),
             store,
+            completion_applied: Arc::new(AtomicBool::new(false)),
+            failure_pending: false,
         }
+    }
+
+    fn not_an_attempt(&self) -> PyErr {
+        crate::error::Error::JobState(format!(
+            "job {} is not a running attempt: only a performer's own job can be completed",
+            self.inner.id
+        ))
+        .into()
     }
 
     fn completion(&self) -> PyResult<PyCallerStatement> {
         let Some(store) = &self.store else {
-            return Err(crate::error::Error::JobState(format!(
-                "job {} is not a running attempt: only a performer's own job can be completed",
-                self.inner.id
-            ))
-            .into());
+            return Err(self.not_an_attempt());
         };
-        Ok(PyCallerStatement::new(caller_complete(
-            store.as_ref(),
-            &self.inner,
-        )?))
+        Ok(PyCallerStatement::completion(
+            caller_complete(store.as_ref(), &self.inner)?,
+            self.completion_applied.clone(),
+        ))
+    }
+
+    /// This attempt's store and lease.
+    fn attempt(&self) -> PyResult<(Arc<dyn Store>, Lease)> {
+        match (&self.store, self.inner.lease_token) {
+            (Some(store), Some(token)) => Ok((
+                store.clone(),
+                Lease {
+                    id: self.inner.id,
+                    token,
+                },
+            )),
+            _ => Err(self.not_an_attempt()),
+        }
     }
 }
 
@@ -200,6 +236,34 @@ impl PyJob {
     /// Awaitable `complete` for an async connection.
     fn acomplete(&self, py: Python<'_>, connection: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         run_on_connection(py, true, connection, self.completion()?)
+    }
+
+    /// Whether `complete(connection)` applied in the caller's transaction (committed or not).
+    #[getter]
+    fn _completion_applied(&self) -> bool {
+        self.completion_applied.load(Ordering::Acquire)
+    }
+
+    /// Whether this attempt still holds its job (same lease, still running), as the database
+    /// sees it now. After the performer returned: false when a completion it applied on its
+    /// own connection committed, or when the attempt lost its lease.
+    fn _holds_lease(&self, py: Python<'_>) -> PyResult<bool> {
+        let (store, lease) = self.attempt()?;
+        Ok(block_on(py, async move { store.holds_lease(lease).await })?)
+    }
+
+    /// Awaitable `_holds_lease`, for the asyncio thread.
+    fn _aholds_lease<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (store, lease) = self.attempt()?;
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            Ok(store.holds_lease(lease).await?)
+        })
+    }
+
+    /// Claimed with no attempt left: run only the on_failure hook, with `error`, and fail it.
+    #[getter]
+    fn _failure_pending(&self) -> bool {
+        self.failure_pending
     }
 
     fn __repr__(&self) -> String {

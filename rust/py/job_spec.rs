@@ -100,6 +100,15 @@ impl PyOutcome {
         }
     }
 
+    /// Nothing to write: the attempt no longer holds its job (its performer completed it in
+    /// its own committed transaction, or the lease was lost).
+    #[staticmethod]
+    fn settled() -> PyOutcome {
+        PyOutcome {
+            inner: Outcome::Settled,
+        }
+    }
+
     fn __repr__(&self) -> String {
         format!("<ferroq._core.Outcome {:?}>", self.inner)
     }

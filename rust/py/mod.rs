@@ -41,6 +41,7 @@ pub mod _core {
             "DEFAULT_CLEANUP_INTERVAL",
             crate::config::DEFAULT_CLEANUP_INTERVAL,
         )?;
+        m.add("UNCOMMITTED_COMPLETION", crate::job::UNCOMMITTED_COMPLETION)?;
         // The state names, which `ferroq.JobState` mirrors (checked when ferroq is imported).
         let states: Vec<&str> = crate::job::JobState::ALL
             .iter()

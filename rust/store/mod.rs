@@ -249,7 +249,10 @@ pub trait Store: Send + Sync {
     async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>>;
     /// Renew leases; returns the ids still held.
     async fn extend_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<i64>>;
-    /// Make jobs whose lease expired runnable again (or failed when out of attempts).
+    /// Whether an attempt still holds its job: the same lease, still running.
+    async fn holds_lease(&self, lease: Lease) -> Result<bool>;
+    /// Make jobs whose lease expired runnable again. A job out of attempts comes back too,
+    /// its error saying so: the worker that claims it runs only its failure hook and fails it.
     async fn rescue_expired(&self, scope: &str) -> Result<u64>;
     /// When the scope's scheduled and retrying jobs become due, seen on the database clock.
     async fn next_run_in(&self, scope: &str) -> Result<DueTimes>;

@@ -1,7 +1,6 @@
 //! The completer: writes outcomes in batches. Whatever arrived while the previous batch was
 //! being written goes out in the next statement, so batching adds no waiting of its own.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,19 +23,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut finishes: mpsc::UnboundedReceiv
             }
         }
         write(&shared, &batch).await;
-        {
-            let mut attempts = shared.in_flight.lock().unwrap();
-            for finish in &batch {
-                attempts.leases.remove(&finish.lease);
-            }
-        }
-        shared
-            .processed
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        batch.clear();
-        // Free slots and a finished blocking-queue head both mean there may be work to claim.
-        shared.wake.notify_one();
-        shared.progressed.notify_waiters();
+        shared.retire(batch.drain(..).map(|finish| finish.lease));
     }
 }
 

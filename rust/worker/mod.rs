@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
 use crate::job::{
-    clamp_delay, default_backoff, is_last_attempt, snoozed_out, truncate_error, Job, JobState,
-    MIN_UNCOUNTED_SNOOZE,
+    attempts_exhausted, clamp_delay, default_backoff, is_last_attempt, snoozed_out, truncate_error,
+    Job, JobState, MIN_UNCOUNTED_SNOOZE,
 };
 use crate::maintenance;
 use crate::queues::QueueRouting;
@@ -54,6 +54,10 @@ pub enum Outcome {
     },
     /// Shutdown stopped it: back to the queue without using up the attempt.
     Released,
+    /// The attempt no longer holds its job, so there is nothing to write: its performer
+    /// completed the job in its own committed transaction (`job.complete(connection)`), or
+    /// the attempt lost its lease.
+    Settled,
 }
 
 /// What the worker remembers of an attempt between claim and the durable write of its
@@ -77,8 +81,10 @@ struct Attempts {
     performing: usize,
 }
 
-/// Turn an outcome into the row update. The attempt that used up `max_attempts` fails the job.
-fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
+/// Turn an outcome into the row update; None when there is nothing to write. The attempt that
+/// used up `max_attempts` fails the job; a claim past them (see [`Job::attempts_exhausted`])
+/// only failed it, and gives its extra attempt back.
+fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Option<Finish> {
     let base = Finish {
         lease,
         state: JobState::Completed,
@@ -87,8 +93,17 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
         delay: None,
         refund_attempt: false,
     };
-    match outcome {
+    Some(match outcome {
+        Outcome::Settled => return None,
         Outcome::Completed { result } => Finish { result, ..base },
+        Outcome::Failed { error, .. } if attempts_exhausted(entry.attempts, entry.max_attempts) => {
+            Finish {
+                state: JobState::Failed,
+                error: Some(truncate_error(error)),
+                refund_attempt: true,
+                ..base
+            }
+        }
         Outcome::Failed { error, backoff } => {
             if is_last_attempt(entry.attempts, entry.max_attempts) {
                 Finish {
@@ -140,7 +155,7 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
             refund_attempt: true,
             ..base
         },
-    }
+    })
 }
 
 /// State shared by the worker's tasks.
@@ -175,6 +190,22 @@ impl Shared {
     /// the next claim overlaps the write of the previous outcomes.
     fn free_slots(&self) -> usize {
         (self.config.concurrency as usize).saturating_sub(self.in_flight.lock().unwrap().performing)
+    }
+
+    /// Forget attempts whose outcome is written (or needs no write), and wake whoever waits.
+    fn retire(&self, leases: impl IntoIterator<Item = Lease>) {
+        let mut retired = 0;
+        {
+            let mut attempts = self.in_flight.lock().unwrap();
+            for lease in leases {
+                attempts.leases.remove(&lease);
+                retired += 1;
+            }
+        }
+        self.processed.fetch_add(retired, Ordering::Relaxed);
+        // Free slots and a finished blocking-queue head both mean there may be work to claim.
+        self.wake.notify_one();
+        self.progressed.notify_waiters();
     }
 }
 
@@ -269,7 +300,10 @@ impl Worker {
             attempts.performing -= 1;
             (entry, slot_opened)
         };
-        let finish = finish_for(lease, &entry, outcome);
+        let Some(finish) = finish_for(lease, &entry, outcome) else {
+            self.shared.retire([lease]);
+            return;
+        };
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
             let _ = sender.send(finish);
         }
@@ -319,7 +353,7 @@ impl Worker {
             // A reported outcome is already queued for the completer; releasing that attempt
             // would overwrite it.
             .filter(|(_, entry)| !entry.reported)
-            .map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
+            .filter_map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
             .collect();
         if !leftovers.is_empty() {
             if let Err(err) = self.shared.store.finish(&leftovers).await {
@@ -356,6 +390,10 @@ mod tests {
     use super::*;
 
     const LEASE: Lease = Lease { id: 1, token: 7 };
+
+    fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
+        super::finish_for(lease, entry, outcome).expect("an outcome to write")
+    }
 
     fn entry(attempts: i32, max_attempts: i32) -> InFlight {
         InFlight {
@@ -450,6 +488,28 @@ mod tests {
             (snoozed.state, snoozed.delay, snoozed.refund_attempt),
             (JobState::Scheduled, Some(MIN_UNCOUNTED_SNOOZE), true)
         );
+    }
+
+    #[test]
+    fn a_claim_past_the_last_attempt_fails_the_job_and_gives_its_attempt_back() {
+        let failed = finish_for(
+            LEASE,
+            &entry(4, 3),
+            Outcome::Failed {
+                error: "lease expired".into(),
+                backoff: Some(5.0),
+            },
+        );
+        assert_eq!(
+            (failed.state, failed.delay, failed.refund_attempt),
+            (JobState::Failed, None, true)
+        );
+        assert_eq!(failed.error.as_deref(), Some("lease expired"));
+    }
+
+    #[test]
+    fn a_settled_attempt_writes_nothing() {
+        assert!(super::finish_for(LEASE, &entry(1, 3), Outcome::Settled).is_none());
     }
 
     #[test]

@@ -60,3 +60,16 @@ def first_attempt_hangs(job):
         _sleep_in_steps(60)
     record(job, "finish")
     return {"pid": os.getpid(), "attempt": job.attempts}
+
+
+def _record_hook(job, error):
+    """on_failure of ``hangs_with_hook``: one ledger row per hook run."""
+    record(job, "hook")
+
+
+@app.performer("hangs_with_hook", on_failure=_record_hook)
+def hangs_with_hook(job):
+    """Sleeps for a minute (to be killed); its on_failure hook logs to the ledger."""
+    record(job, "start")
+    _sleep_in_steps(60)
+    record(job, "finish")

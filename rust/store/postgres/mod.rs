@@ -61,6 +61,7 @@ pg_sql!(LOCK_CONCURRENT_QUEUES, "lock_concurrent_queues.sql");
 pg_sql!(CLAIM, "claim.sql");
 pg_sql!(FINISH_JOBS, "finish_jobs.sql");
 pg_sql!(EXTEND_LEASES, "extend_leases.sql");
+pg_sql!(HOLDS_LEASE, "holds_lease.sql");
 pg_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 pg_sql!(NEXT_RUN_IN, "next_run_in.sql");
 pg_sql!(DELETE_COMPLETED, "delete_completed.sql");
@@ -396,6 +397,15 @@ impl Store for PgStore {
             .query(&statement, &[&ids, &tokens, &ttl.as_secs_f64()])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn holds_lease(&self, lease: Lease) -> Result<bool> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&HOLDS_LEASE).await?;
+        let row = client
+            .query_opt(&statement, &[&lease.id, &lease.token])
+            .await?;
+        Ok(row.is_some())
     }
 
     async fn rescue_expired(&self, scope: &str) -> Result<u64> {

@@ -65,6 +65,7 @@ sqlite_sql!(CLAIM, "claim.sql");
 sqlite_sql!(RECORD_TURNS, "record_turns.sql");
 sqlite_sql!(FINISH_JOBS, "finish_jobs.sql");
 sqlite_sql!(EXTEND_LEASE, "extend_lease.sql");
+sqlite_sql!(HOLDS_LEASE, "holds_lease.sql");
 sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 sqlite_sql!(NEXT_RUN_IN, "next_run_in.sql");
 sqlite_sql!(DELETE_COMPLETED, "delete_completed.sql");
@@ -359,6 +360,14 @@ impl Store for SqliteStore {
             }
             held
         })
+    }
+
+    async fn holds_lease(&self, lease: Lease) -> Result<bool> {
+        let row: Option<i64> = retry_busy!(sqlx::query_scalar(HOLDS_LEASE.as_str())
+            .bind(lease.id)
+            .bind(lease.token)
+            .fetch_optional(&self.readers))?;
+        Ok(row.is_some())
     }
 
     async fn rescue_expired(&self, scope: &str) -> Result<u64> {

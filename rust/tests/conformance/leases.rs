@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use _core::job::{JobState, NewJob};
-use _core::store::{ClaimRequest, Lease};
+use _core::store::{ClaimRequest, Finish, Lease};
 
 use crate::support::{
     claim, finish, ids, job, lease, queues, running, Backend, TestDb, BLOCKING_ONLY,
@@ -187,7 +187,7 @@ pub async fn rescue_makes_an_abandoned_job_runnable_again(backend: Backend) {
     db.drop().await;
 }
 
-pub async fn rescue_fails_a_job_whose_last_attempt_expired(backend: Backend) {
+pub async fn rescue_hands_a_job_out_of_attempts_back_for_its_failure_hook(backend: Backend) {
     let db = TestDb::new(backend).await;
     let jobs = running(
         &*db.store,
@@ -199,24 +199,98 @@ pub async fn rescue_fails_a_job_whose_last_attempt_expired(backend: Backend) {
     .await;
     db.expire_leases().await;
     assert_eq!(db.store.rescue_expired("default").await.unwrap(), 1);
-    let failed = db
+    let pending = db
         .store
         .get_job("default", jobs[0].id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (failed.state, failed.attempts, failed.lease_token),
-        (JobState::Failed, 1, None)
+        (
+            pending.state,
+            pending.attempts,
+            pending.lease_token,
+            pending.done_at
+        ),
+        (JobState::Available, 1, None, None),
+        "not failed by the rescuer: a worker with its performer runs the hook first"
     );
-    assert!(failed.done_at.is_some());
-    assert!(failed.error.unwrap().contains("lease expired"));
-    assert!(db
+    let error = pending.error.unwrap();
+    assert!(
+        error.contains("lease expired") && error.contains("on_failure hook"),
+        "the error says a failure hook is pending: {error}"
+    );
+
+    // The claim that runs the hook counts one attempt past the limit...
+    let limits = queues(&[("q", 10)]);
+    let hook_run = db
         .store
-        .claim(&claim(10, &queues(&[("q", 10)])))
+        .claim(&claim(10, &limits))
         .await
         .unwrap()
-        .is_empty());
+        .pop()
+        .unwrap();
+    assert_eq!((hook_run.id, hook_run.attempts), (jobs[0].id, 2));
+    // ...and if its worker dies as well, the count goes back and the first error stays.
+    db.expire_leases().await;
+    assert_eq!(db.store.rescue_expired("default").await.unwrap(), 1);
+    let again = db
+        .store
+        .get_job("default", jobs[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.state, again.attempts), (JobState::Available, 1));
+    assert_eq!(again.error.as_deref(), Some(error.as_str()));
+
+    // The failure is written with that extra attempt given back.
+    let hook_run = db
+        .store
+        .claim(&claim(10, &limits))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let written = db
+        .store
+        .finish(&[Finish {
+            error: Some(error.clone()),
+            refund_attempt: true,
+            ..finish(lease(&hook_run), JobState::Failed)
+        }])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![jobs[0].id]);
+    let failed = db
+        .store
+        .get_job("default", jobs[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((failed.state, failed.attempts), (JobState::Failed, 1));
+    assert!(failed.done_at.is_some());
+    assert_eq!(db.store.rescue_expired("default").await.unwrap(), 0);
+    db.drop().await;
+}
+
+pub async fn holds_lease_is_true_only_for_the_running_attempt(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let jobs = running(&*db.store, &[job("q", false), job("q", false)]).await;
+    let (first, second) = (lease(&jobs[0]), lease(&jobs[1]));
+    assert!(db.store.holds_lease(first).await.unwrap());
+    let other_token = Lease {
+        token: first.token.wrapping_add(1),
+        ..first
+    };
+    assert!(!db.store.holds_lease(other_token).await.unwrap());
+    db.store
+        .finish(&[finish(first, JobState::Completed)])
+        .await
+        .unwrap();
+    assert!(!db.store.holds_lease(first).await.unwrap(), "finished");
+    db.expire_leases().await;
+    db.store.rescue_expired("default").await.unwrap();
+    assert!(!db.store.holds_lease(second).await.unwrap(), "rescued");
     db.drop().await;
 }
 

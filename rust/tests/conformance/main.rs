@@ -42,7 +42,8 @@ support::conformance! {
         leases::extend_leases_returns_only_the_leases_still_held,
         leases::an_extended_lease_outlives_its_first_term,
         leases::rescue_makes_an_abandoned_job_runnable_again,
-        leases::rescue_fails_a_job_whose_last_attempt_expired,
+        leases::rescue_hands_a_job_out_of_attempts_back_for_its_failure_hook,
+        leases::holds_lease_is_true_only_for_the_running_attempt,
         leases::rescue_leaves_live_leases_and_other_scopes_alone,
         // get_job, list_jobs, count_jobs
         listing::get_job_finds_a_job_of_its_own_scope_only,

@@ -1,9 +1,16 @@
--- See the PostgreSQL twin: the crashed attempt counts, so a job that kills its worker ends failed.
+-- See the PostgreSQL twin: the crashed attempt counts, and a job out of attempts comes back
+-- available for a worker with its performer to run its on_failure hook and fail it.
 UPDATE ferroq_jobs
-SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'available' END,
-    error = 'lease expired: attempt ' || attempts || ' by ' || coalesce(attempted_by, 'unknown worker')
-            || ' stopped renewing its lease (worker killed or stalled)',
-    done_at = CASE WHEN attempts >= max_attempts THEN {{now}} END,
+SET state = 'available',
+    error = CASE WHEN attempts > max_attempts THEN error
+                 ELSE 'lease expired: attempt ' || attempts || ' by '
+                      || coalesce(attempted_by, 'unknown worker')
+                      || ' stopped renewing its lease (worker killed or stalled)'
+                      || CASE WHEN attempts >= max_attempts
+                              THEN '; no attempts left: failing, once a worker with its performer has run its on_failure hook'
+                              ELSE '' END
+            END,
+    attempts = min(attempts, max_attempts),
     run_at = {{now}},
     lease_token = NULL,
     lease_expires_at = NULL
