@@ -81,10 +81,10 @@ struct Attempts {
     performing: usize,
 }
 
-/// Turn an outcome into the row update; None when there is nothing to write. The attempt that
+/// Turn an outcome into the row update. The attempt that
 /// used up `max_attempts` fails the job; a claim past them (see [`Job::attempts_exhausted`])
 /// only failed it, and gives its extra attempt back.
-fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Option<Finish> {
+fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
     let base = Finish {
         lease,
         state: JobState::Completed,
@@ -93,8 +93,11 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Option<Finish
         delay: None,
         refund_attempt: false,
     };
-    Some(match outcome {
-        Outcome::Settled => return None,
+    match outcome {
+        // The row is already settled, so this write is fenced out by the lease token and
+        // changes nothing; it is still sent because the store hands a blocking queue's head on
+        // after every finish (a job completed in the caller's transaction left its queue too).
+        Outcome::Settled => base,
         Outcome::Completed { result } => Finish { result, ..base },
         Outcome::Failed { error, .. } if attempts_exhausted(entry.attempts, entry.max_attempts) => {
             Finish {
@@ -155,7 +158,7 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Option<Finish
             refund_attempt: true,
             ..base
         },
-    })
+    }
 }
 
 /// State shared by the worker's tasks.
@@ -300,10 +303,7 @@ impl Worker {
             attempts.performing -= 1;
             (entry, slot_opened)
         };
-        let Some(finish) = finish_for(lease, &entry, outcome) else {
-            self.shared.retire([lease]);
-            return;
-        };
+        let finish = finish_for(lease, &entry, outcome);
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
             let _ = sender.send(finish);
         }
@@ -353,7 +353,7 @@ impl Worker {
             // A reported outcome is already queued for the completer; releasing that attempt
             // would overwrite it.
             .filter(|(_, entry)| !entry.reported)
-            .filter_map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
+            .map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
             .collect();
         if !leftovers.is_empty() {
             if let Err(err) = self.shared.store.finish(&leftovers).await {
@@ -391,9 +391,7 @@ mod tests {
 
     const LEASE: Lease = Lease { id: 1, token: 7 };
 
-    fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
-        super::finish_for(lease, entry, outcome).expect("an outcome to write")
-    }
+    use super::finish_for;
 
     fn entry(attempts: i32, max_attempts: i32) -> InFlight {
         InFlight {
@@ -508,8 +506,11 @@ mod tests {
     }
 
     #[test]
-    fn a_settled_attempt_writes_nothing() {
-        assert!(super::finish_for(LEASE, &entry(1, 3), Outcome::Settled).is_none());
+    fn a_settled_attempt_writes_only_a_fenced_completion() {
+        // Fenced out by the store (the row no longer holds this lease); it is sent so that the
+        // store hands the job's blocking queue on.
+        let finish = finish_for(LEASE, &entry(1, 3), Outcome::Settled);
+        assert_eq!((finish.state, finish.result), (JobState::Completed, None));
     }
 
     #[test]
