@@ -24,6 +24,20 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0002_notify_from_insert.sql"),
         sqlite: include_str!("../../migrations/sqlite/0002_notify_from_insert.sql"),
     },
+    // Placeholder: version 3 is another branch's. The integrator replaces this entry and its
+    // two `SELECT 1;` files with the real version 3.
+    Migration {
+        version: 3,
+        name: "reserved",
+        postgres: include_str!("../../migrations/postgres/0003_reserved.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0003_reserved.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "binary_params",
+        postgres: include_str!("../../migrations/postgres/0004_binary_params.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0004_binary_params.sql"),
+    },
 ];
 
 /// The versions not yet in `applied`, in order.

@@ -49,7 +49,7 @@ impl TestDb {
         let db = TestDb::unmigrated(backend).await;
         assert_eq!(
             db.store.migrate().await.unwrap(),
-            vec![1, 2],
+            all_versions(),
             "a fresh database gets every schema version"
         );
         db
@@ -382,6 +382,11 @@ pub fn lease(job: &Job) -> Lease {
 
 pub fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
+}
+
+/// Every schema version, in order.
+pub fn all_versions() -> Vec<i32> {
+    store::MIGRATIONS.iter().map(|m| m.version).collect()
 }
 
 /// JSON text as a value: backends print the same document differently (spaces, key order).
