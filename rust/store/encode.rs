@@ -13,7 +13,7 @@ use crate::store::Finish;
 /// every supported SQLite and PostgreSQL can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertBatch {
-    /// One array per job, in order: `[queue, action, params (JSON text; null for bytes
+    /// One array per job, in order: `[queue, action, params (JSON text; "null" for bytes
     /// params), blocking, priority, max_attempts, timeout, max_backoff, scheduled_at (µs since
     /// the epoch) or null, delay (s) or null, bytes offset or null, bytes length or null]`.
     pub json: String,
