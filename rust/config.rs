@@ -14,7 +14,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite:///ferroq.db";
 /// Environment variable naming the database when the App is given none.
 pub const DATABASE_URL_VARIABLE: &str = "FERROQ_DATABASE_URL";
 pub const DEFAULT_SCOPE: &str = "default";
-/// Default cap on the JSON size of a job's params.
+/// Default cap on the size of a job's params: bytes of JSON text, or of bytes params.
 pub const DEFAULT_MAX_PARAMS_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
 pub const DEFAULT_WAKEUP_INTERVAL: f64 = 0.05;

@@ -15,9 +15,16 @@ pub enum Error {
     /// Params are not a JSON document.
     #[error("{0}")]
     InvalidParams(String),
-    /// Params serialize to more bytes than the App allows.
-    #[error("params are {size} bytes of JSON, over the limit of {limit} bytes (App(max_params_size=...))")]
-    ParamsTooLarge { size: usize, limit: usize },
+    /// Params (their JSON text, or the bytes themselves) are longer than the App allows.
+    #[error(
+        "params are {size} bytes{form}, over the limit of {limit} bytes (App(max_params_size=...))"
+    )]
+    ParamsTooLarge {
+        size: usize,
+        limit: usize,
+        /// " of JSON" for JSON params, empty for bytes.
+        form: &'static str,
+    },
     /// A schedule that cannot be honoured (negative delay, both a time and a delay, ...).
     #[error("{0}")]
     InvalidSchedule(String),

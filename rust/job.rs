@@ -65,15 +65,92 @@ impl std::fmt::Display for JobState {
     }
 }
 
-/// A job row as the store returns it. Params and result stay JSON text: Python decodes them
-/// only if a performer or caller reads them.
+/// A job's params: a JSON document, or bytes stored as given (EctoJob's `params_type:
+/// :binary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Params {
+    /// JSON text.
+    Json(String),
+    /// Any bytes, NUL and invalid UTF-8 included.
+    Bytes(Vec<u8>),
+}
+
+impl Params {
+    /// What a bytes job stores in its JSON `params` column: JSON null. The schema checks that a
+    /// row with bytes has it, so a JSON column never holds a half of the params.
+    pub const BYTES_PLACEHOLDER: &'static str = "null";
+
+    /// The params of a stored row, from its JSON column and its bytes column: the one rule
+    /// every way of reading rows back goes through. A row with bytes is a bytes job.
+    pub fn from_columns(json: String, bytes: Option<Vec<u8>>) -> Params {
+        match bytes {
+            Some(bytes) => Params::Bytes(bytes),
+            None => Params::Json(json),
+        }
+    }
+
+    /// The text for the JSON column: the document, or the placeholder of a bytes job.
+    pub fn json_column(&self) -> &str {
+        match self {
+            Params::Json(text) => text,
+            Params::Bytes(_) => Params::BYTES_PLACEHOLDER,
+        }
+    }
+
+    /// The value for the bytes column: None for a JSON job.
+    pub fn bytes_column(&self) -> Option<&[u8]> {
+        match self {
+            Params::Json(_) => None,
+            Params::Bytes(bytes) => Some(bytes),
+        }
+    }
+
+    /// The size counted against `max_params_size`: bytes of JSON text, or the bytes themselves.
+    pub fn len(&self) -> usize {
+        match self {
+            Params::Json(text) => text.len(),
+            Params::Bytes(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params::Json("{}".to_owned())
+    }
+}
+
+impl From<String> for Params {
+    fn from(text: String) -> Params {
+        Params::Json(text)
+    }
+}
+
+impl From<&str> for Params {
+    fn from(text: &str) -> Params {
+        Params::Json(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Params {
+    fn from(bytes: Vec<u8>) -> Params {
+        Params::Bytes(bytes)
+    }
+}
+
+/// A job row as the store returns it. Params and result stay JSON text (or bytes): Python
+/// decodes them only if a performer or caller reads them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: i64,
     pub scope: String,
     pub queue: String,
     pub action: String,
-    pub params: String,
+    pub params: Params,
     pub priority: i32,
     pub sequence: i64,
     pub state: JobState,
@@ -133,8 +210,7 @@ pub enum Schedule {
 pub struct JobSpec {
     pub queue: String,
     pub action: String,
-    /// JSON text.
-    pub params: String,
+    pub params: Params,
     pub scheduled_at: Option<DateTime<Utc>>,
     /// Seconds from now.
     pub delay: Option<f64>,
@@ -178,7 +254,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 pub struct NewJob {
     pub queue: String,
     pub action: String,
-    pub params: String,
+    pub params: Params,
     pub blocking: bool,
     pub schedule: Schedule,
     pub timeout: f64,
@@ -192,7 +268,7 @@ impl JobSpec {
     pub fn new(
         queue: impl Into<String>,
         action: impl Into<String>,
-        params: impl Into<String>,
+        params: impl Into<Params>,
     ) -> JobSpec {
         JobSpec {
             queue: queue.into(),
@@ -221,10 +297,15 @@ impl JobSpec {
             return Err(Error::ParamsTooLarge {
                 size: self.params.len(),
                 limit: max_params_size,
+                form: match self.params {
+                    Params::Json(_) => " of JSON",
+                    Params::Bytes(_) => "",
+                },
             });
         }
-        // PostgreSQL's jsonb cannot store \u0000; refuse it here rather than half-way through a batch.
-        if self.params.contains("\\u0000") {
+        // PostgreSQL's jsonb cannot store \u0000; refuse it here rather than half-way through a
+        // batch. Bytes params take any byte, NUL included.
+        if matches!(&self.params, Params::Json(text) if text.contains("\\u0000")) {
             return Err(Error::InvalidParams(
                 "params must not contain NUL (\\u0000) characters".into(),
             ));
@@ -492,7 +573,14 @@ mod tests {
             ),
             (
                 JobSpec {
-                    params: "1".repeat(11),
+                    params: "1".repeat(11).into(),
+                    ..spec()
+                },
+                |e| matches!(e, Error::ParamsTooLarge { .. }),
+            ),
+            (
+                JobSpec {
+                    params: vec![0u8; 11].into(),
                     ..spec()
                 },
                 |e| matches!(e, Error::ParamsTooLarge { .. }),
@@ -523,6 +611,32 @@ mod tests {
             let err = bad.clone().into_new_job(false, 10).unwrap_err();
             assert!(is_expected(&err), "{bad:?} gave unexpected error {err:?}");
         }
+    }
+
+    #[test]
+    fn bytes_params_take_any_byte_up_to_the_same_limit() {
+        let bytes: Vec<u8> = vec![0, 0xff, b'\\', b'u', b'0', 0xc3];
+        let job = JobSpec::new("q", "a", bytes.clone())
+            .into_new_job(true, bytes.len())
+            .unwrap();
+        assert_eq!(job.params, Params::Bytes(bytes.clone()));
+        assert_eq!(job.params.json_column(), Params::BYTES_PLACEHOLDER);
+        assert_eq!(job.params.bytes_column(), Some(&bytes[..]));
+        assert!(JobSpec::new("q", "a", Vec::new())
+            .into_new_job(true, 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_row_with_bytes_is_a_bytes_job() {
+        assert_eq!(
+            Params::from_columns("null".into(), Some(vec![1, 2])),
+            Params::Bytes(vec![1, 2])
+        );
+        assert_eq!(
+            Params::from_columns("null".into(), None),
+            Params::Json("null".into())
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 Rules (defaults, value ranges, queue kinds, retry policy) belong to the Rust core
 (``_core.Client``); this module coerces Python types into what the core takes
-(timedelta -> seconds, aware datetime -> UTC, params -> JSON text) and keeps what must be
+(timedelta -> seconds, aware datetime -> UTC, params -> JSON text or bytes) and keeps what must be
 Python: the decorator, signal handling, the context manager.
 """
 
@@ -97,6 +97,16 @@ def _optional_queue_list(value: Any) -> list[str] | None:
     return queues
 
 
+def _params(params: Any) -> str | bytes:
+    """Params as the core takes them: bytes-like params (``bytes``, ``bytearray``,
+    ``memoryview``) as ``bytes``, stored as given; anything else as JSON text."""
+    if isinstance(params, bytes):
+        return params
+    if isinstance(params, (bytearray, memoryview)):
+        return bytes(params)
+    return _params_json(params)
+
+
 def _params_json(params: Any) -> str:
     try:
         text = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
@@ -135,7 +145,7 @@ def _job_spec(
     return _core.JobSpec(
         _text("queue", queue),
         _text("action", action),
-        _params_json(params),
+        _params(params),
         _utc(scheduled_at),
         _optional_seconds("delay", delay, InvalidScheduleError),
         _optional_seconds("timeout", timeout, InvalidOptionError),
@@ -391,6 +401,10 @@ class App:
         """Enqueue one job. Options left as None take the defaults: run now, 60 s timeout,
         backoff capped at 24 h, 20 attempts, priority 0.
 
+        ``params`` is JSON (dict, list, str, number, bool; None is ``{}``), or bytes: a
+        ``bytes``, ``bytearray`` or ``memoryview`` is stored as given and ``job.params`` gives
+        it back as ``bytes``.
+
         With ``connection`` (a connection to the App's database from psycopg, sqlite3,
         SQLAlchemy or Django), the job is inserted in that connection's transaction and exists
         only if it commits; workers hear of it at the commit."""
@@ -552,7 +566,8 @@ class App:
         descending: bool = False,
     ) -> list[Job]:
         """Jobs of this scope matching every filter given. ``search`` is a case-insensitive
-        substring of the action, the params (as JSON text) or the error."""
+        substring of the action, the params (as JSON text; bytes params are not searched) or
+        the error."""
         return self._client.list_jobs(
             queue,
             action,

@@ -41,7 +41,8 @@ class Job:
     @property
     def action(self) -> str: ...
     @property
-    def params(self) -> Any: ...
+    def params(self) -> Any:
+        """The JSON document as Python values, or ``bytes`` for bytes params."""
     @property
     def priority(self) -> int: ...
     @property
@@ -89,7 +90,7 @@ class JobSpec:
         cls,
         queue: str,
         action: str,
-        params: str,
+        params: str | bytes,
         scheduled_at: datetime | None = None,
         delay: float | None = None,
         timeout: float | None = None,

@@ -48,7 +48,7 @@ class InvalidParamsError(InvalidJobError):
 
 
 class ParamsTooLargeError(InvalidJobError):
-    """Params serialize to more JSON than ``App(max_params_size=...)`` allows."""
+    """Params (their JSON text, or bytes params themselves) are longer than ``App(max_params_size=...)`` allows."""
 
 
 class InvalidScheduleError(InvalidJobError):

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBytes, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::py::job::PyJob;
@@ -53,6 +53,7 @@ impl PyCallerStatement {
             .map(|param| match param {
                 SqlParam::Text(text) => text.into_bound_py_any(py),
                 SqlParam::Int(n) => n.into_bound_py_any(py),
+                SqlParam::Bytes(bytes) => Ok(PyBytes::new(py, &bytes).into_any()),
             })
             .collect::<PyResult<Vec<_>>>()?;
         Ok((sql, PyTuple::new(py, values)?))

@@ -1,5 +1,5 @@
-//! `ferroq.Job`: a read-only view of a job row. Params and result are decoded from JSON on
-//! first access only.
+//! `ferroq.Job`: a read-only view of a job row. Params and result are decoded from JSON (or
+//! made into `bytes`) on first access only.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,9 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyBytes;
 
 use crate::client::caller_complete;
-use crate::job::Job;
+use crate::job::{Job, Params};
 use crate::py::caller_tx::PyCallerStatement;
 use crate::py::runtime::block_on;
 use crate::store::{Lease, Store};
@@ -144,10 +145,14 @@ impl PyJob {
     fn action(&self) -> &str {
         &self.inner.action
     }
+    /// The decoded JSON document, or `bytes` for bytes params.
     #[getter]
     fn params(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.params
-            .get_or_try_init(py, || json_loads(py, &self.inner.params))
+            .get_or_try_init(py, || match &self.inner.params {
+                Params::Json(text) => json_loads(py, text),
+                Params::Bytes(bytes) => Ok(PyBytes::new(py, bytes).into_any().unbind()),
+            })
             .map(|p| p.clone_ref(py))
     }
     #[getter]

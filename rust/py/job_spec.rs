@@ -3,12 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
-use crate::job::JobSpec;
+use crate::job::{JobSpec, Params};
 use crate::worker::Outcome;
 
-/// One job to insert. Types are Python's to coerce (`ferroq/_app.py`); an option left as
-/// None takes the core's default, and values are checked when the batch is inserted.
+/// One job to insert. Types are Python's to coerce (`ferroq/_app.py`): params are JSON text
+/// (`str`) or bytes (`bytes`); an option left as None takes the core's default, and values are
+/// checked when the batch is inserted.
 #[pyclass(frozen, name = "JobSpec", module = "ferroq._core")]
 pub struct PyJobSpec {
     pub(crate) inner: JobSpec,
@@ -22,15 +24,19 @@ impl PyJobSpec {
     fn new(
         queue: String,
         action: String,
-        params: String,
+        params: &Bound<'_, PyAny>,
         scheduled_at: Option<DateTime<Utc>>,
         delay: Option<f64>,
         timeout: Option<f64>,
         max_backoff: Option<f64>,
         max_attempts: Option<i64>,
         priority: Option<i64>,
-    ) -> PyJobSpec {
-        PyJobSpec {
+    ) -> PyResult<PyJobSpec> {
+        let params = match params.cast::<PyBytes>() {
+            Ok(bytes) => Params::Bytes(bytes.as_bytes().to_vec()),
+            Err(_) => Params::Json(params.extract()?),
+        };
+        Ok(PyJobSpec {
             inner: JobSpec {
                 queue,
                 action,
@@ -42,7 +48,7 @@ impl PyJobSpec {
                 max_attempts,
                 priority,
             },
-        }
+        })
     }
 }
 

@@ -2,17 +2,17 @@
 //! rolls back with the caller's transaction (transactional enqueue and completion).
 //!
 //! Each store builds its statement next to its own encoder ([`super::Store::caller_insert`]);
-//! this module holds what every store shares: the parameters (text and integers only, so any
-//! Python driver binds them), the rendering into a driver's placeholder style, and the decoding
-//! of the rows the statement returns. Job rows come back as one JSON object per row (see
-//! `JOB_JSON` beside each store), the same keys and encodings on every backend.
+//! this module holds what every store shares: the parameters (text, integers and bytes, which
+//! every supported Python driver binds), the rendering into a driver's placeholder style, and
+//! the decoding of the rows the statement returns. Job rows come back as one JSON object per
+//! row (see `JOB_JSON` beside each store), the same keys and encodings on every backend.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob};
+use crate::job::{Job, JobState, NewJob, Params};
 use crate::store::{encode_insert_batch, Backend, Lease};
 
 /// A value bound to a caller's statement.
@@ -20,6 +20,8 @@ use crate::store::{encode_insert_batch, Backend, Lease};
 pub enum SqlParam {
     Text(String),
     Int(i64),
+    /// A BLOB on SQLite, a bytea on PostgreSQL (the statement casts it).
+    Bytes(Vec<u8>),
 }
 
 /// What the rows of a caller's statement mean.
@@ -66,13 +68,16 @@ pub struct CallerStatement {
 
 impl CallerStatement {
     /// The insert of `jobs` into `scope` with a store's `insert_jobs.sql` text, which takes
-    /// the scope and the batch encoded by [`encode_insert_batch`] and returns JSON rows.
+    /// the scope and the batch encoded by [`encode_insert_batch`] (its JSON, then its bytes)
+    /// and returns JSON rows.
     pub(crate) fn insert(backend: Backend, sql: &str, scope: &str, jobs: &[NewJob]) -> Self {
+        let batch = encode_insert_batch(jobs);
         CallerStatement {
             sql: sql.to_owned(),
             params: vec![
                 SqlParam::Text(scope.to_owned()),
-                SqlParam::Text(encode_insert_batch(jobs)),
+                SqlParam::Text(batch.json),
+                SqlParam::Bytes(batch.bytes),
             ],
             rows: CallerRows::Jobs,
             backend,
@@ -158,7 +163,8 @@ impl CallerStatement {
 }
 
 /// A job row as the caller statements return it: times in integer microseconds since the
-/// Unix epoch, params and result as JSON values.
+/// Unix epoch, params and result as JSON values, bytes params in hexadecimal (JSON has no
+/// bytes; both backends print hex natively).
 #[derive(Deserialize)]
 struct JobJson {
     id: i64,
@@ -166,6 +172,7 @@ struct JobJson {
     queue: String,
     action: String,
     params: Box<RawValue>,
+    params_bytes: Option<String>,
     priority: i32,
     sequence: i64,
     state: String,
@@ -189,6 +196,24 @@ fn time(micros: i64) -> Result<DateTime<Utc>> {
         .ok_or_else(|| Error::Database(format!("time {micros} µs is out of range")))
 }
 
+/// Bytes from hexadecimal text in either case.
+fn from_hex(text: &str) -> Result<Vec<u8>> {
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .ok_or_else(|| Error::Database(format!("bytes params are not hexadecimal: {c:?}")))
+    };
+    if text.len() % 2 != 0 {
+        return Err(Error::Database(
+            "bytes params have an odd number of hexadecimal digits".into(),
+        ));
+    }
+    text.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
+        .collect()
+}
+
 fn decode_job(row: &str) -> Result<Job> {
     let j: JobJson = serde_json::from_str(row).map_err(|e| {
         Error::Database(format!(
@@ -200,7 +225,10 @@ fn decode_job(row: &str) -> Result<Job> {
         scope: j.scope,
         queue: j.queue,
         action: j.action,
-        params: j.params.get().to_owned(),
+        params: Params::from_columns(
+            j.params.get().to_owned(),
+            j.params_bytes.as_deref().map(from_hex).transpose()?,
+        ),
         priority: j.priority,
         sequence: j.sequence,
         state: JobState::parse(&j.state).map_err(|e| Error::Database(e.to_string()))?,
@@ -290,10 +318,34 @@ mod tests {
         };
         let jobs = statement("").jobs(&[row(2, 11), row(1, 10)]).unwrap();
         assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(jobs[0].params, r#"{"n":1}"#);
+        assert_eq!(jobs[0].params, Params::Json(r#"{"n":1}"#.into()));
         let big = row(3, 12).replace(r#"{"n":1}"#, r#"{"n":18446744073709551616,"a":1}"#);
         let exact = statement("").jobs(&[big]).unwrap();
-        assert_eq!(exact[0].params, r#"{"n":18446744073709551616,"a":1}"#);
+        assert_eq!(
+            exact[0].params,
+            Params::Json(r#"{"n":18446744073709551616,"a":1}"#.into())
+        );
+        let bytes = row(4, 13).replace(
+            r#""params":{"n":1}"#,
+            r#""params":null,"params_bytes":"00fFa0""#,
+        );
+        let decoded = statement("").jobs(&[bytes]).unwrap();
+        assert_eq!(decoded[0].params, Params::Bytes(vec![0, 0xff, 0xa0]));
+        let empty = row(5, 14).replace(r#""params":{"n":1}"#, r#""params":null,"params_bytes":"""#);
+        assert_eq!(
+            statement("").jobs(&[empty]).unwrap()[0].params,
+            Params::Bytes(vec![])
+        );
+        for bad in ["0", "zz"] {
+            let row = row(6, 15).replace(
+                r#""params":{"n":1}"#,
+                &format!(r#""params":null,"params_bytes":"{bad}""#),
+            );
+            assert!(matches!(
+                statement("").jobs(&[row]),
+                Err(Error::Database(_))
+            ));
+        }
         assert_eq!(jobs[0].state, JobState::Available);
         assert_eq!(jobs[0].timeout, 60.0);
         assert_eq!(

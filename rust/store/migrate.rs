@@ -30,6 +30,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0003_queue_heads.sql"),
         sqlite: include_str!("../../migrations/sqlite/0003_queue_heads.sql"),
     },
+    Migration {
+        version: 4,
+        name: "binary_params",
+        postgres: include_str!("../../migrations/postgres/0004_binary_params.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0004_binary_params.sql"),
+    },
 ];
 
 /// The versions not yet in `applied`, in order.

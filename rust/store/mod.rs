@@ -14,12 +14,12 @@ macro_rules! sql {
 
 mod caller_tx;
 mod encode;
-pub mod migrate;
+mod migrate;
 pub mod postgres;
 pub mod sqlite;
 
 pub use caller_tx::{CallerRows, CallerStatement, ParamStyle, SqlParam};
-pub use encode::{encode_finish_batch, encode_insert_batch};
+pub use encode::{encode_finish_batch, encode_insert_batch, InsertBatch};
 pub use migrate::{Migration, MIGRATIONS};
 
 use std::sync::Arc;
@@ -90,7 +90,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     pub action: Option<String>,
     pub states: Option<Vec<JobState>>,
-    /// Case-insensitive substring of action, params (as JSON text) or error.
+    /// Case-insensitive substring of action, params (as JSON text; bytes params are not
+    /// searched) or error.
     pub search: Option<String>,
     pub order_by: OrderBy,
     pub descending: bool,

@@ -16,7 +16,7 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 
-use crate::job::{Job, JobState, NewJob, Schedule};
+use crate::job::{Job, JobState, NewJob, Params, Schedule};
 use crate::store::{
     contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter,
     Lease, Store,
@@ -30,7 +30,7 @@ const CHANNEL_LISTEN: &str = "LISTEN ferroq_jobs";
 pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text AS params, \
     j.priority, j.sequence, j.state, j.attempts, j.max_attempts, j.timeout, j.max_backoff, \
     j.scheduled_at, j.attempted_at, j.attempted_by, j.next_attempt_at, j.done_at, \
-    j.inserted_at, j.error, j.result::text AS result, j.lease_token";
+    j.inserted_at, j.error, j.result::text AS result, j.lease_token, j.params_bytes";
 
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue', j.queue, \
@@ -43,7 +43,8 @@ const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue',
     'next_attempt_at', (extract(epoch FROM j.next_attempt_at) * 1000000)::int8, \
     'done_at', (extract(epoch FROM j.done_at) * 1000000)::int8, \
     'inserted_at', (extract(epoch FROM j.inserted_at) * 1000000)::int8, \
-    'error', j.error, 'result', j.result, 'lease_token', j.lease_token)::text";
+    'error', j.error, 'result', j.result, 'lease_token', j.lease_token, \
+    'params_bytes', encode(j.params_bytes, 'hex'))::text";
 
 macro_rules! pg_sql {
     ($name:ident, $file:literal) => {
@@ -201,7 +202,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         scope: row.try_get(1)?,
         queue: row.try_get(2)?,
         action: row.try_get(3)?,
-        params: row.try_get(4)?,
+        params: Params::from_columns(row.try_get(4)?, row.try_get(21)?),
         priority: row.try_get(5)?,
         sequence: row.try_get(6)?,
         state: JobState::parse(row.try_get(7)?).map_err(|e| Error::Database(e.to_string()))?,
@@ -255,7 +256,9 @@ impl Store for PgStore {
         }
         let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
         let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
-        let params: Vec<&str> = jobs.iter().map(|j| j.params.as_str()).collect();
+        let params: Vec<&str> = jobs.iter().map(|j| j.params.json_column()).collect();
+        let params_bytes: Vec<Option<&[u8]>> =
+            jobs.iter().map(|j| j.params.bytes_column()).collect();
         let blocking: Vec<bool> = jobs.iter().map(|j| j.blocking).collect();
         let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
         let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
@@ -284,6 +287,7 @@ impl Store for PgStore {
                     &max_backoffs,
                     &at,
                     &delays,
+                    &params_bytes,
                 ],
             )
             .await?;

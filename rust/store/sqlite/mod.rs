@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob};
+use crate::job::{Job, JobState, NewJob, Params};
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
     DueTimes, Finish, JobFilter, Lease, OrderBy, Store,
@@ -40,7 +40,7 @@ const NOW: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) * 100
 /// disk, and some versions hand them back typed INTEGER from RETURNING.
 pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS sequence, state, \
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
-    next_attempt_at, done_at, inserted_at, error, result, lease_token";
+    next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes";
 
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'action', action, \
@@ -49,7 +49,8 @@ const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'a
     'max_backoff', CAST(max_backoff AS REAL), 'scheduled_at', scheduled_at, \
     'attempted_at', attempted_at, 'attempted_by', attempted_by, \
     'next_attempt_at', next_attempt_at, 'done_at', done_at, 'inserted_at', inserted_at, \
-    'error', error, 'result', json(result), 'lease_token', lease_token)";
+    'error', error, 'result', json(result), 'lease_token', lease_token, \
+    'params_bytes', CASE WHEN params_bytes IS NOT NULL THEN hex(params_bytes) END)";
 
 macro_rules! sqlite_sql {
     ($name:ident, $file:literal) => {
@@ -112,7 +113,10 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         scope: row.try_get(1).map_err(db_error)?,
         queue: row.try_get(2).map_err(db_error)?,
         action: row.try_get(3).map_err(db_error)?,
-        params: row.try_get(4).map_err(db_error)?,
+        params: Params::from_columns(
+            row.try_get(4).map_err(db_error)?,
+            row.try_get(21).map_err(db_error)?,
+        ),
         priority: row.try_get(5).map_err(db_error)?,
         sequence: row.try_get(6).map_err(db_error)?,
         state: JobState::parse(row.try_get(7).map_err(db_error)?)
@@ -250,7 +254,8 @@ impl Store for SqliteStore {
         let rows = write_tx!(self, |conn| {
             sqlx::query(INSERT_JOBS.as_str())
                 .bind(scope)
-                .bind(&batch)
+                .bind(&batch.json)
+                .bind(&batch.bytes)
                 .fetch_all(&mut *conn)
                 .await?
         })?;

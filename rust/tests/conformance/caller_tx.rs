@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use _core::job::{Job, JobState, NewJob, Schedule};
+use _core::job::{Job, JobState, NewJob, Params, Schedule};
 use _core::store::{CallerRows, Lease};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{
-    claim, everything, ids, job, json, lease, queues, running, state_of, woken, Backend, TestDb,
+    claim, every_byte, everything, ids, job, json, lease, params_json, queues, running,
+    same_spelling, state_of, woken, Backend, TestDb,
 };
 
 fn batch() -> Vec<NewJob> {
@@ -31,10 +32,11 @@ fn batch() -> Vec<NewJob> {
     ]
 }
 
-/// Params and results are JSON documents, whose text each path prints its own way.
+/// Params and results are JSON documents, whose text each path prints its own way (bytes
+/// params are bytes on every path).
 fn comparable(job: &Job) -> Job {
     Job {
-        params: json(&job.params).to_string(),
+        params: same_spelling(&job.params),
         result: job.result.as_deref().map(|r| json(r).to_string()),
         ..job.clone()
     }
@@ -56,7 +58,7 @@ pub async fn caller_insert_rows_decode_into_the_inserted_jobs_in_input_order(bac
             (job.scope.as_str(), job.queue.as_str(), job.action.as_str()),
             ("default", new.queue.as_str(), new.action.as_str())
         );
-        assert_eq!(json(&job.params), json(&new.params));
+        assert_eq!(params_json(&job.params), params_json(&new.params));
         assert_eq!(
             (job.priority, job.max_attempts, job.timeout, job.max_backoff),
             (new.priority, new.max_attempts, new.timeout, new.max_backoff)
@@ -80,6 +82,67 @@ pub async fn caller_insert_rows_decode_into_the_inserted_jobs_in_input_order(bac
             "the decoded row is the stored job, to the microsecond"
         );
     }
+    conn.close().await;
+    db.drop().await;
+}
+
+pub async fn a_caller_insert_takes_bytes_params_byte_for_byte(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let new = vec![
+        NewJob {
+            params: every_byte().into(),
+            ..job("q", true)
+        },
+        job("q", true),
+        NewJob {
+            params: Vec::new().into(),
+            ..job("q", true)
+        },
+        NewJob {
+            params: b"\0\xc3(\xff".to_vec().into(),
+            ..job("q", true)
+        },
+    ];
+    let statement = db.store.caller_insert("default", &new);
+    let mut conn = db.caller_connection().await;
+    conn.begin().await;
+    let jobs = statement.jobs(&conn.run(&statement).await).unwrap();
+    conn.commit().await;
+    assert_eq!(
+        jobs.iter()
+            .map(|j| same_spelling(&j.params))
+            .collect::<Vec<_>>(),
+        new.iter()
+            .map(|j| same_spelling(&j.params))
+            .collect::<Vec<_>>(),
+        "the rows decode into the bytes given"
+    );
+    for job in &jobs {
+        let stored = db.store.get_job("default", job.id).await.unwrap().unwrap();
+        assert_eq!(comparable(&stored), comparable(job));
+    }
+    conn.close().await;
+    // A batch whose only bytes params are empty slices an empty buffer.
+    let statement = db.store.caller_insert(
+        "default",
+        &[NewJob {
+            params: Vec::new().into(),
+            ..job("q", true)
+        }],
+    );
+    let mut conn = db.caller_connection().await;
+    conn.begin().await;
+    let jobs = statement.jobs(&conn.run(&statement).await).unwrap();
+    conn.commit().await;
+    assert_eq!(jobs[0].params, Params::Bytes(Vec::new()));
+    let stored = db
+        .store
+        .get_job("default", jobs[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.params, Params::Bytes(Vec::new()));
+    assert_eq!(params_json(&new[1].params), json(r#"{"n": 1}"#));
     conn.close().await;
     db.drop().await;
 }

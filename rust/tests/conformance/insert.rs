@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
-use _core::job::{JobState, NewJob, Schedule};
+use _core::job::{Job, JobState, NewJob, Params, Schedule};
 use chrono::{DurationRound, TimeDelta, Utc};
 
 use crate::support::{
-    claim, eventually, everything, ids, job, json, Backend, TestDb, BLOCKING_ONLY,
+    claim, eventually, every_byte, everything, ids, job, json, params_json, same_spelling, Backend,
+    TestDb, BLOCKING_ONLY,
 };
 
 pub async fn inserted_jobs_come_back_in_input_order_with_their_options(backend: Backend) {
@@ -40,7 +41,7 @@ pub async fn inserted_jobs_come_back_in_input_order_with_their_options(backend: 
             (job.scope.as_str(), job.queue.as_str(), job.action.as_str()),
             ("default", new.queue.as_str(), new.action.as_str())
         );
-        assert_eq!(json(&job.params), json(&new.params));
+        assert_eq!(params_json(&job.params), params_json(&new.params));
         assert_eq!(
             (job.priority, job.max_attempts, job.timeout, job.max_backoff),
             (new.priority, new.max_attempts, new.timeout, new.max_backoff)
@@ -97,14 +98,14 @@ pub async fn a_large_batch_keeps_its_input_order(backend: Backend) {
     let db = TestDb::new(backend).await;
     let new: Vec<NewJob> = (0..300)
         .map(|i| NewJob {
-            params: format!(r#"{{"i": {i}}}"#),
+            params: format!(r#"{{"i": {i}}}"#).into(),
             ..job(if i % 2 == 0 { "even" } else { "odd" }, true)
         })
         .collect();
     let inserted = db.store.insert_jobs("default", &new).await.unwrap();
     let order: Vec<i64> = inserted
         .iter()
-        .map(|j| json(&j.params)["i"].as_i64().unwrap())
+        .map(|j| params_json(&j.params)["i"].as_i64().unwrap())
         .collect();
     assert_eq!(order, (0..300).collect::<Vec<i64>>());
     assert!(inserted.windows(2).all(|w| w[0].sequence < w[1].sequence));
@@ -146,7 +147,7 @@ pub async fn names_and_params_are_stored_as_given(backend: Backend) {
         ),
         ("scope with spaces ✓", queue, action)
     );
-    assert_eq!(json(&stored.params), json(params));
+    assert_eq!(params_json(&stored.params), json(params));
     db.drop().await;
 }
 
@@ -228,5 +229,54 @@ pub async fn a_job_scheduled_at_a_time_keeps_that_time_to_the_microsecond(backen
         vec![inserted[1].id],
         "only the overdue job is due"
     );
+    db.drop().await;
+}
+
+pub async fn bytes_params_come_back_byte_for_byte_beside_json_ones(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let new = vec![
+        NewJob {
+            params: every_byte().into(),
+            ..job("q", true)
+        },
+        job("q", true),
+        NewJob {
+            params: Vec::new().into(),
+            ..job("q", true)
+        },
+        NewJob {
+            // "null" itself, as bytes: still bytes, not JSON null.
+            params: b"null\0\xff".to_vec().into(),
+            ..job("q", true)
+        },
+    ];
+    let expected: Vec<Params> = new.iter().map(|j| same_spelling(&j.params)).collect();
+    let params = |jobs: &[Job]| {
+        jobs.iter()
+            .map(|j| same_spelling(&j.params))
+            .collect::<Vec<_>>()
+    };
+    let inserted = db.store.insert_jobs("default", &new).await.unwrap();
+    assert_eq!(params(&inserted), expected, "insert returns them");
+    let listed = db.store.list_jobs("default", &everything()).await.unwrap();
+    assert_eq!(params(&listed), expected, "list_jobs reads them");
+    let got = db
+        .store
+        .get_job("default", inserted[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.params,
+        Params::Bytes(every_byte()),
+        "get_job reads them"
+    );
+    let claimed = db.store.claim(&claim(1, &BLOCKING_ONLY)).await.unwrap();
+    assert_eq!(
+        claimed[0].params,
+        Params::Bytes(every_byte()),
+        "a claim hands them out"
+    );
+    assert_eq!(params_json(&listed[1].params), json(r#"{"n": 1}"#));
     db.drop().await;
 }

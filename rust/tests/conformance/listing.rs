@@ -224,6 +224,39 @@ pub async fn search_is_a_case_insensitive_substring_of_action_params_or_error(ba
     db.drop().await;
 }
 
+pub async fn search_reads_json_params_only(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let jobs = db
+        .store
+        .insert_jobs(
+            "default",
+            &[
+                NewJob {
+                    params: b"null bytes".to_vec().into(),
+                    ..job("q", true)
+                },
+                NewJob {
+                    params: r#"{"x": null}"#.into(),
+                    ..job("q", true)
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    let store = &*db.store;
+    assert_eq!(
+        listed(store, &search("null")).await,
+        vec![jobs[1].id],
+        "a bytes job's placeholder and its bytes are not searched"
+    );
+    assert!(listed(store, &search("bytes")).await.is_empty());
+    assert_eq!(
+        store.count_jobs("default", &search("null")).await.unwrap(),
+        1
+    );
+    db.drop().await;
+}
+
 pub async fn search_ignores_case_beyond_ascii(backend: Backend) {
     let db = TestDb::new(backend).await;
     let jobs = db
@@ -247,7 +280,7 @@ pub async fn search_ignores_case_beyond_ascii(backend: Backend) {
 pub async fn search_takes_percent_and_underscore_literally(backend: Backend) {
     let db = TestDb::new(backend).await;
     let with_code = |code: &str| NewJob {
-        params: format!(r#"{{"code": "{code}"}}"#),
+        params: format!(r#"{{"code": "{code}"}}"#).into(),
         ..job("q", true)
     };
     let jobs = db

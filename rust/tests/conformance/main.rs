@@ -21,6 +21,7 @@ support::conformance! {
         insert::an_empty_batch_inserts_nothing,
         insert::a_large_batch_keeps_its_input_order,
         insert::names_and_params_are_stored_as_given,
+        insert::bytes_params_come_back_byte_for_byte_beside_json_ones,
         insert::a_delayed_job_is_scheduled_and_claimed_only_once_due,
         insert::a_job_scheduled_at_a_time_keeps_that_time_to_the_microsecond,
         // claim, finish
@@ -49,6 +50,7 @@ support::conformance! {
         listing::get_job_finds_a_job_of_its_own_scope_only,
         listing::list_and_count_filter_by_queue_action_and_state,
         listing::search_is_a_case_insensitive_substring_of_action_params_or_error,
+        listing::search_reads_json_params_only,
         listing::search_ignores_case_beyond_ascii,
         listing::search_takes_percent_and_underscore_literally,
         listing::listings_are_ordered_and_paged_while_counts_ignore_paging,
@@ -62,6 +64,7 @@ support::conformance! {
         transitions::delete_completed_deletes_only_completed_jobs_older_than_the_retention,
         // caller_insert, caller_complete
         caller_tx::caller_insert_rows_decode_into_the_inserted_jobs_in_input_order,
+        caller_tx::a_caller_insert_takes_bytes_params_byte_for_byte,
         caller_tx::a_caller_insert_rolled_back_stores_nothing,
         caller_tx::a_caller_insert_committed_is_stored_and_claimable,
         caller_tx::a_caller_insert_is_announced_only_when_the_caller_commits,

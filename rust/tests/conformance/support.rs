@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use _core::config::ClientConfig;
-use _core::job::{Job, JobState, NewJob, Schedule};
+use _core::job::{Job, JobState, NewJob, Params, Schedule};
 use _core::queues::{QueueKinds, QueueRouting, QueueSelector};
 use _core::store::{self, CallerRows, CallerStatement, ClaimRequest, Finish, JobFilter, Lease};
 use _core::store::{ParamStyle, SqlParam, Store};
@@ -42,14 +42,6 @@ enum Place {
         dir: PathBuf,
         path: PathBuf,
     },
-}
-
-/// Every schema version, in order.
-pub fn all_versions() -> Vec<i32> {
-    _core::store::migrate::MIGRATIONS
-        .iter()
-        .map(|m| m.version)
-        .collect()
 }
 
 impl TestDb {
@@ -280,8 +272,8 @@ impl CallerConn {
         self.batch("ROLLBACK").await
     }
 
-    /// Run `statement` with the backend's numbered placeholders, binding text as text and
-    /// integers as 64-bit integers, as a driver does. Returns the first column of each row
+    /// Run `statement` with the backend's numbered placeholders, binding text as text,
+    /// integers as 64-bit integers and bytes as bytes, as a driver does. Returns the first column of each row
     /// as text (a job's JSON, or a completed id).
     pub async fn run(&mut self, statement: &CallerStatement) -> Vec<String> {
         let (sql, params) = statement.render(ParamStyle::Numbered).unwrap();
@@ -294,6 +286,9 @@ impl CallerConn {
                     .map(|p| match p {
                         SqlParam::Text(text) => text as &(dyn tokio_postgres::types::ToSql + Sync),
                         SqlParam::Int(int) => int as &(dyn tokio_postgres::types::ToSql + Sync),
+                        SqlParam::Bytes(bytes) => {
+                            bytes as &(dyn tokio_postgres::types::ToSql + Sync)
+                        }
                     })
                     .collect();
                 let rows = client.query(&sql, &binds).await.unwrap();
@@ -314,6 +309,7 @@ impl CallerConn {
                     query = match param {
                         SqlParam::Text(text) => query.bind(text),
                         SqlParam::Int(int) => query.bind(int),
+                        SqlParam::Bytes(bytes) => query.bind(bytes),
                     };
                 }
                 let rows = query.fetch_all(&mut *conn).await.unwrap();
@@ -406,9 +402,35 @@ pub fn ids(jobs: &[Job]) -> Vec<i64> {
     jobs.iter().map(|j| j.id).collect()
 }
 
+/// Every schema version, in order.
+pub fn all_versions() -> Vec<i32> {
+    store::MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
 /// JSON text as a value: backends print the same document differently (spaces, key order).
 pub fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// JSON params as a value (see [`json`]); bytes params are a test's mistake here.
+pub fn params_json(params: &Params) -> serde_json::Value {
+    match params {
+        Params::Json(text) => json(text),
+        Params::Bytes(bytes) => panic!("expected JSON params, got {} bytes", bytes.len()),
+    }
+}
+
+/// Params with JSON text in one spelling (see [`json`]); bytes are bytes on every backend.
+pub fn same_spelling(params: &Params) -> Params {
+    match params {
+        Params::Json(text) => Params::Json(json(text).to_string()),
+        bytes => bytes.clone(),
+    }
+}
+
+/// Every byte value once, in order.
+pub fn every_byte() -> Vec<u8> {
+    (0..=255).collect()
 }
 
 /// Every job of the default scope in id order.

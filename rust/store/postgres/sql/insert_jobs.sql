@@ -8,9 +8,9 @@
 -- job inserted in the caller's transaction is announced only once it is visible.
 WITH inserted AS (
     INSERT INTO ferroq_jobs AS j
-        (scope, queue, action, params, blocking, priority, state,
+        (scope, queue, action, params, params_bytes, blocking, priority, state,
          max_attempts, timeout, max_backoff, scheduled_at, run_at)
-    SELECT $1, i.queue, i.action, i.params::jsonb, i.blocking, i.priority,
+    SELECT $1, i.queue, i.action, i.params::jsonb, i.params_bytes, i.blocking, i.priority,
            CASE WHEN t.at <= now() THEN 'available' ELSE 'scheduled' END,
            i.max_attempts, i.timeout, i.max_backoff, t.at, t.at
     FROM {{batch}}

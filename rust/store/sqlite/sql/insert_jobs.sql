@@ -1,13 +1,19 @@
 -- A batch in one statement (one call into SQLite instead of one per job): ?1 the scope, ?2 the
--- batch as a JSON array with one array per job (see store/encode.rs). Rows are inserted in
+-- batch as a JSON array with one array per job, ?3 the batch's bytes params end to end, which
+-- a bytes job's entry slices by offset (from 0) and length (see store/encode.rs). Rows are inserted in
 -- array order, so their ids (the FIFO order) follow it. A job without a time or delay is
 -- scheduled at the database's now. The same text runs on a caller's connection
 -- (caller_insert), returning each row as JSON.
 INSERT INTO ferroq_jobs
-    (scope, queue, action, params, blocking, priority, state, max_attempts, timeout,
-     max_backoff, scheduled_at, run_at, inserted_at)
+    (scope, queue, action, params, params_bytes, blocking, priority, state, max_attempts,
+     timeout, max_backoff, scheduled_at, run_at, inserted_at)
 SELECT ?1, json_extract(t.job, '$[0]'), json_extract(t.job, '$[1]'),
-       json(json_extract(t.job, '$[2]')), json_extract(t.job, '$[3]'),
+       json(json_extract(t.job, '$[2]')),
+       -- substr() counts bytes in a BLOB; it gives NULL, not x'', for a slice of an empty BLOB.
+       CASE WHEN json_extract(t.job, '$[10]') IS NOT NULL
+            THEN coalesce(substr(?3, json_extract(t.job, '$[10]') + 1, json_extract(t.job, '$[11]')), x'')
+       END,
+       json_extract(t.job, '$[3]'),
        json_extract(t.job, '$[4]'),
        CASE WHEN t.at <= t.now THEN 'available' ELSE 'scheduled' END,
        json_extract(t.job, '$[5]'), json_extract(t.job, '$[6]'), json_extract(t.job, '$[7]'),
