@@ -57,6 +57,11 @@ pub struct ClaimRequest<'a> {
     pub actions: Option<&'a [String]>,
 }
 
+/// Most new blocking jobs one statement places in their queues (resolve_heads.sql). A claim
+/// that meets more (a bulk insert) places the rest before it claims again, so that a claim
+/// that finds nothing means there is nothing ready.
+pub const HEADS_PLACED_PER_STATEMENT: i64 = 1000;
+
 /// When waiting (scheduled or retrying) jobs become due, as one look at the database clock
 /// sees it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

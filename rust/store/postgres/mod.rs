@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::job::{Job, JobState, NewJob, Params, Schedule};
 use crate::store::{
     contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter,
-    Lease, Store,
+    Lease, Store, HEADS_PLACED_PER_STATEMENT,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -133,6 +133,70 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
+    }
+
+    /// One claim transaction: place new blocking jobs (how many were looked at comes back),
+    /// then claim.
+    async fn claim_round(&self, request: &ClaimRequest<'_>) -> Result<(i64, Vec<Job>)> {
+        let client = self.client().await?;
+        let ttl = request.lease_ttl.as_secs_f64();
+        let limit = request.limit as i64;
+        // Queues served by name pattern exist once a job names them: look them up first.
+        let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
+            let statement = client.prepare_cached(&CONCURRENT_QUEUES_WAITING).await?;
+            client
+                .query(&statement, &[&request.scope])
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let concurrent = request.queues.concurrent_to_claim(&waiting);
+        let queues: Vec<&str> = concurrent.iter().map(|(q, _)| q.as_str()).collect();
+        let caps: Vec<i64> = concurrent.iter().map(|(_, c)| *c as i64).collect();
+        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
+        let resolve = client.prepare_cached(&RESOLVE_HEADS).await?;
+        let lock = client.prepare_cached(&LOCK_CONCURRENT_QUEUES).await?;
+        let claim = client.prepare_cached(&CLAIM).await?;
+        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&request.scope, &queues];
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &request.scope,
+            &queues,
+            &caps,
+            &limit,
+            &request.worker_name,
+            &ttl,
+            &request.actions,
+            &blocking_names,
+            &blocking_prefixes,
+        ];
+        // One round trip: the requests are sent back to back (tokio-postgres sends in order of
+        // first poll) and the server runs them in order, each statement with its own snapshot:
+        // the claim sees the heads just resolved, and is taken after the queue locks are held.
+        // If one fails, the rest fail or roll back on the server; the connection is then not
+        // returned to the pool.
+        let resolve_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&request.scope, &HEADS_PLACED_PER_STATEMENT];
+        let pipelined = tokio::try_join!(
+            client.batch_execute(BEGIN_CLAIM),
+            client.query_one(&resolve, &resolve_params),
+            client.query(&lock, &lock_params),
+            client.query(&claim, &claim_params),
+            client.batch_execute("COMMIT"),
+        );
+        match pipelined {
+            Ok((_, looked_at, _, rows, _)) => Ok((
+                looked_at.get(0),
+                rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?,
+            )),
+            Err(err) => {
+                drop(deadpool_postgres::Object::take(client));
+                Err(err.into())
+            }
+        }
     }
 
     async fn query_jobs(
@@ -297,61 +361,26 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
-        let client = self.client().await?;
-        let ttl = request.lease_ttl.as_secs_f64();
-        let limit = request.limit as i64;
-        // Queues served by name pattern exist once a job names them: look them up first.
-        let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
-            let statement = client.prepare_cached(&CONCURRENT_QUEUES_WAITING).await?;
-            client
-                .query(&statement, &[&request.scope])
+        let (looked_at, mut jobs) = self.claim_round(request).await?;
+        if looked_at >= HEADS_PLACED_PER_STATEMENT && jobs.len() < request.limit {
+            // More new blocking jobs than one statement places: place them all, then claim
+            // the rest of the batch.
+            let client = self.client().await?;
+            let resolve = client.prepare_cached(&RESOLVE_HEADS).await?;
+            while client
+                .query_one(&resolve, &[&request.scope, &HEADS_PLACED_PER_STATEMENT])
                 .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let concurrent = request.queues.concurrent_to_claim(&waiting);
-        let queues: Vec<&str> = concurrent.iter().map(|(q, _)| q.as_str()).collect();
-        let caps: Vec<i64> = concurrent.iter().map(|(_, c)| *c as i64).collect();
-        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
-        let resolve = client.prepare_cached(&RESOLVE_HEADS).await?;
-        let lock = client.prepare_cached(&LOCK_CONCURRENT_QUEUES).await?;
-        let claim = client.prepare_cached(&CLAIM).await?;
-        let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
-            [&request.scope, &queues];
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-            &request.scope,
-            &queues,
-            &caps,
-            &limit,
-            &request.worker_name,
-            &ttl,
-            &request.actions,
-            &blocking_names,
-            &blocking_prefixes,
-        ];
-        // One round trip: the requests are sent back to back (tokio-postgres sends in order of
-        // first poll) and the server runs them in order, each statement with its own snapshot:
-        // the claim sees the heads just resolved, and is taken after the queue locks are held.
-        // If one fails, the rest fail or roll back on the server; the connection is then not
-        // returned to the pool.
-        let resolve_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&request.scope];
-        let pipelined = tokio::try_join!(
-            client.batch_execute(BEGIN_CLAIM),
-            client.execute(&resolve, &resolve_params),
-            client.query(&lock, &lock_params),
-            client.query(&claim, &claim_params),
-            client.batch_execute("COMMIT"),
-        );
-        match pipelined {
-            Ok((_, _, _, rows, _)) => rows.iter().map(job_from_row).collect(),
-            Err(err) => {
-                drop(deadpool_postgres::Object::take(client));
-                Err(err.into())
-            }
+                .get::<_, i64>(0)
+                >= HEADS_PLACED_PER_STATEMENT
+            {}
+            drop(client);
+            let rest = ClaimRequest {
+                limit: request.limit - jobs.len(),
+                ..request.clone()
+            };
+            jobs.extend(self.claim_round(&rest).await?.1);
         }
+        Ok(jobs)
     }
 
     async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>> {

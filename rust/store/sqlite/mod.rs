@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob, Params};
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
-    DueTimes, Finish, JobFilter, Lease, OrderBy, Store,
+    DueTimes, Finish, JobFilter, Lease, OrderBy, Store, HEADS_PLACED_PER_STATEMENT,
 };
 pub use file::path_from_url;
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -194,6 +194,65 @@ impl SqliteStore {
     }
 
     /// Run a statement that changes at most one job and returns it.
+    /// One claim transaction: place new blocking jobs (how many were looked at comes back),
+    /// then claim.
+    async fn claim_round(&self, request: &ClaimRequest<'_>) -> Result<(i64, Vec<Job>)> {
+        let ttl = request.lease_ttl.as_secs_f64();
+        let to_json = |list: &[String]| serde_json::to_string(list).expect("strings are JSON");
+        let actions = request.actions.map(to_json);
+        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
+        let blocking_names = blocking_names.as_deref().map(to_json);
+        let blocking_prefixes = blocking_prefixes.as_deref().map(to_json);
+        let (looked_at, rows) = write_tx!(self, |conn| {
+            let looked_at = sqlx::query(RESOLVE_HEADS.as_str())
+                .bind(request.scope)
+                .bind(HEADS_PLACED_PER_STATEMENT)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected() as i64;
+            // Queues served by name pattern exist once a job names them: look them up first.
+            let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
+                sqlx::query_scalar(CONCURRENT_QUEUES_WAITING.as_str())
+                    .bind(request.scope)
+                    .fetch_all(&mut *conn)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let concurrent = request.queues.concurrent_to_claim(&waiting);
+            let rows = sqlx::query(CLAIM.as_str())
+                .bind(request.scope)
+                .bind(serde_json::to_string(&concurrent).expect("pairs are JSON"))
+                .bind(request.limit as i64)
+                .bind(request.worker_name)
+                .bind(ttl)
+                .bind(actions.as_deref())
+                .bind(blocking_names.as_deref())
+                .bind(blocking_prefixes.as_deref())
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut served: Vec<String> = Vec::new();
+            for row in &rows {
+                let queue: String = row.try_get(2)?;
+                if concurrent.iter().any(|(q, _)| *q == queue) && !served.contains(&queue) {
+                    served.push(queue);
+                }
+            }
+            if !served.is_empty() {
+                sqlx::query(RECORD_TURNS.as_str())
+                    .bind(request.scope)
+                    .bind(to_json(&served))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            (looked_at, rows)
+        })?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        // RETURNING gives no order; hand them out in FIFO order.
+        jobs.sort_by_key(|job| job.id);
+        Ok((looked_at, jobs))
+    }
+
     async fn update_job(&self, sql: &'static str, scope: &str, id: i64) -> Result<Option<Job>> {
         let row = write_tx!(self, |conn| {
             let row = sqlx::query(sql)
@@ -269,57 +328,27 @@ impl Store for SqliteStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
-        let ttl = request.lease_ttl.as_secs_f64();
-        let to_json = |list: &[String]| serde_json::to_string(list).expect("strings are JSON");
-        let actions = request.actions.map(to_json);
-        let (blocking_names, blocking_prefixes) = request.queues.blocking_filter();
-        let blocking_names = blocking_names.as_deref().map(to_json);
-        let blocking_prefixes = blocking_prefixes.as_deref().map(to_json);
-        let rows = write_tx!(self, |conn| {
-            sqlx::query(RESOLVE_HEADS.as_str())
-                .bind(request.scope)
-                .execute(&mut *conn)
-                .await?;
-            // Queues served by name pattern exist once a job names them: look them up first.
-            let waiting: Vec<String> = if request.queues.has_concurrent_patterns() {
-                sqlx::query_scalar(CONCURRENT_QUEUES_WAITING.as_str())
+        let (looked_at, mut jobs) = self.claim_round(request).await?;
+        if looked_at >= HEADS_PLACED_PER_STATEMENT && jobs.len() < request.limit {
+            // More new blocking jobs than one statement places: place them all, then claim
+            // the rest of the batch.
+            while write_tx!(self, |conn| {
+                sqlx::query(RESOLVE_HEADS.as_str())
                     .bind(request.scope)
-                    .fetch_all(&mut *conn)
-                    .await?
-            } else {
-                Vec::new()
-            };
-            let concurrent = request.queues.concurrent_to_claim(&waiting);
-            let rows = sqlx::query(CLAIM.as_str())
-                .bind(request.scope)
-                .bind(serde_json::to_string(&concurrent).expect("pairs are JSON"))
-                .bind(request.limit as i64)
-                .bind(request.worker_name)
-                .bind(ttl)
-                .bind(actions.as_deref())
-                .bind(blocking_names.as_deref())
-                .bind(blocking_prefixes.as_deref())
-                .fetch_all(&mut *conn)
-                .await?;
-            let mut served: Vec<String> = Vec::new();
-            for row in &rows {
-                let queue: String = row.try_get(2)?;
-                if concurrent.iter().any(|(q, _)| *q == queue) && !served.contains(&queue) {
-                    served.push(queue);
-                }
-            }
-            if !served.is_empty() {
-                sqlx::query(RECORD_TURNS.as_str())
-                    .bind(request.scope)
-                    .bind(to_json(&served))
+                    .bind(HEADS_PLACED_PER_STATEMENT)
                     .execute(&mut *conn)
-                    .await?;
-            }
-            rows
-        })?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        // RETURNING gives no order; hand them out in FIFO order.
-        jobs.sort_by_key(|job| job.id);
+                    .await?
+                    .rows_affected()
+            })? as i64
+                >= HEADS_PLACED_PER_STATEMENT
+            {}
+            let rest = ClaimRequest {
+                limit: request.limit - jobs.len(),
+                ..request.clone()
+            };
+            jobs.extend(self.claim_round(&rest).await?.1);
+            jobs.sort_by_key(|job| job.id);
+        }
         Ok(jobs)
     }
 

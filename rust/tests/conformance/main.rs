@@ -12,6 +12,7 @@ mod leases;
 mod listing;
 mod schema;
 mod transitions;
+mod turns;
 mod wakeups;
 
 support::conformance! {
@@ -38,6 +39,12 @@ support::conformance! {
         claim_finish::finish_applies_only_the_outcomes_whose_lease_still_holds,
         claim_finish::a_claim_takes_only_jobs_of_the_actions_it_serves,
         claim_finish::a_blocking_head_of_an_unserved_action_holds_its_queue,
+        // turns between queues
+        turns::a_claim_places_every_new_job_before_it_finds_nothing,
+        turns::ready_blocking_queues_take_turns_whatever_their_names_and_backlogs,
+        turns::concurrent_queues_share_a_claim_by_their_running_jobs,
+        turns::a_pattern_gives_each_matching_queue_its_own_limit,
+        turns::a_worker_limited_to_some_queues_claims_only_from_them,
         // extend_leases, rescue_expired
         leases::a_stale_attempt_cannot_finish_a_rescued_job,
         leases::extend_leases_returns_only_the_leases_still_held,

@@ -7,13 +7,15 @@
 -- cannot finish until this claim commits, and its finisher hands the head on in a statement
 -- that starts after that (promote_heads.sql), so it sees this job. If every job before it is
 -- locked (being claimed or finished right now), the job stays undecided for the next claim.
+-- At most $2 jobs per statement; it returns how many it looked at, so that the caller knows
+-- whether more wait.
 WITH fresh AS (
     SELECT f.id, f.queue, f.scheduled_at, f.sequence
     FROM ferroq_jobs AS f
     WHERE f.scope = $1 AND f.blocking AND f.head IS NULL
       AND f.state IN ('scheduled', 'available', 'running', 'retryable')
     ORDER BY f.id
-    LIMIT 1000
+    LIMIT $2
     FOR UPDATE OF f SKIP LOCKED
 ), decided AS (
     SELECT fresh.id,
@@ -33,8 +35,10 @@ WITH fresh AS (
         LIMIT 1
         FOR SHARE OF p SKIP LOCKED
     ) AS ahead ON true
+), placed AS (
+    UPDATE ferroq_jobs AS j
+    SET head = NOT decided.behind
+    FROM decided
+    WHERE j.id = decided.id AND (NOT decided.behind OR decided.held_ahead IS NOT NULL)
 )
-UPDATE ferroq_jobs AS j
-SET head = NOT decided.behind
-FROM decided
-WHERE j.id = decided.id AND (NOT decided.behind OR decided.held_ahead IS NOT NULL)
+SELECT count(*) FROM fresh
