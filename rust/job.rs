@@ -168,6 +168,10 @@ pub struct Job {
     pub result: Option<String>,
     /// Fencing token of the running attempt (None unless running).
     pub lease_token: Option<i64>,
+    /// In listings (get, list): the job this waiting job of a blocking queue waits behind, the
+    /// first unfinished job of its queue. None for that job itself, for any other kind of
+    /// job, and on jobs returned by enqueueing or claiming.
+    pub blocked_by: Option<i64>,
 }
 
 impl Job {
@@ -175,6 +179,32 @@ impl Job {
     /// it. The worker decides the outcome with it, and performers' `on_failure` hooks run then.
     pub fn is_last_attempt(&self) -> bool {
         is_last_attempt(self.attempts, self.max_attempts)
+    }
+
+    /// Why a job that has not finished is not running, for operators (`ferroq jobs`, the
+    /// `waiting_reason` of listed jobs); None for a running or finished job. A waiting job of
+    /// a blocking queue names the job it waits behind only in listings (see `blocked_by`).
+    pub fn waiting_reason(&self) -> Option<String> {
+        let time = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
+        let until = self.next_attempt_at.unwrap_or(self.scheduled_at);
+        Some(match (self.state, self.blocked_by) {
+            (JobState::Running | JobState::Completed | JobState::Failed, _) => return None,
+            (JobState::Discarded, _) => return None,
+            (_, Some(head)) => format!(
+                "behind job {head}, the head of blocking queue {:?}",
+                self.queue
+            ),
+            (JobState::Retryable, None) => format!("retry {} at {}", self.attempts + 1, time(until)),
+            (JobState::Scheduled, None) => format!("scheduled for {}", time(until)),
+            (JobState::Available, None) if self.attempts >= self.max_attempts => format!(
+                "no attempts left: its on_failure hook waits for a worker with a performer for {:?}",
+                self.action
+            ),
+            (JobState::Available, None) => format!(
+                "ready: waits for a free worker that serves action {:?} and queue {:?}",
+                self.action, self.queue
+            ),
+        })
     }
 
     /// Whether this claim came after the job's attempts were used up: its last attempt's

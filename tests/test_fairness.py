@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import wait_for_jobs, wait_until
 
 import ferroq
-from helpers import wait_for_jobs, wait_until
 
 BACKLOG = 2000
 LATECOMER_JOBS = 5

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import wait_for_jobs
+from helpers import ferroq_cli, wait_for_jobs
 
 
 def test_two_workers_with_different_performers_each_run_only_their_own_jobs(app_factory):
@@ -32,7 +32,7 @@ def test_two_workers_with_different_performers_each_run_only_their_own_jobs(app_
 
 
 def test_a_job_no_worker_serves_waits_available_and_holds_its_blocking_queue(app_factory):
-    app = app_factory()
+    app = app_factory(poll_interval=60)
     ran = []
 
     @app.performer("mail")
@@ -48,6 +48,16 @@ def test_a_job_no_worker_serves_waits_available_and_holds_its_blocking_queue(app
     assert (waiting.state, waiting.attempts, waiting.error) == ("available", 0, None)
     assert app.get_job(behind.id).state == "available"
     assert [j.id for j in app.list_jobs(action="tpyo", state="available")] == [orphan.id]
+    # Why each waits is visible to operators, in listings and in `ferroq jobs`.
+    assert waiting.blocked_by is None
+    assert waiting.waiting_reason == 'ready: waits for a free worker that serves action "tpyo" and queue "customer-1"'
+    listed_behind = app.get_job(behind.id)
+    assert listed_behind.blocked_by == orphan.id
+    assert listed_behind.waiting_reason == f'behind job {orphan.id}, the head of blocking queue "customer-1"'
+    cli = ferroq_cli("jobs", "--database-url", app.database_url, "--queue", "customer-1")
+    assert cli.returncode == 0, cli.stderr
+    assert f'behind job {orphan.id}, the head of blocking queue "customer-1"' in cli.stdout
+    assert 'waits for a free worker that serves action "tpyo"' in cli.stdout
 
     @app.performer("tpyo")
     def fixed(job):

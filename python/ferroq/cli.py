@@ -60,12 +60,14 @@ def _worker(args: argparse.Namespace) -> int:
 def _jobs(args: argparse.Namespace) -> int:
     app = _app_from_args(args)
     jobs = app.list_jobs(queue=args.queue, action=args.action, state=args.state, search=args.search, limit=args.limit)
-    print(f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20} error")
+    print(f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20} error / why it waits")
     for job in jobs:
         error = (job.error or "").splitlines()[-1:] or [""]
+        why = job.waiting_reason
+        detail = error[0][:60] if why is None else (f"{error[0][:60]} / {why}" if error[0] else why)
         print(
             f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20}"
-            f" {job.action:<20} {error[0][:60]}"
+            f" {job.action:<20} {detail}"
         )
     return 0
 

@@ -155,6 +155,16 @@ impl PyJob {
             })
             .map(|p| p.clone_ref(py))
     }
+    /// In listings: the job this waiting job of a blocking queue waits behind.
+    #[getter]
+    fn blocked_by(&self) -> Option<i64> {
+        self.inner.blocked_by
+    }
+    /// Why a job that has not finished is not running; None when running or finished.
+    #[getter]
+    fn waiting_reason(&self) -> Option<String> {
+        self.inner.waiting_reason()
+    }
     #[getter]
     fn priority(&self) -> i32 {
         self.inner.priority

@@ -32,6 +32,16 @@ pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text 
     j.scheduled_at, j.attempted_at, j.attempted_by, j.next_attempt_at, j.done_at, \
     j.inserted_at, j.error, j.result::text AS result, j.lease_token, j.params_bytes";
 
+/// For listings: the job a waiting job of a blocking queue waits behind, the first unfinished
+/// job of its queue (NULL for that job itself, and for every other kind of job). Read after
+/// JOB_COLUMNS.
+const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
+    WHERE j.blocking AND j.state IN ('scheduled', 'available', 'retryable') \
+      AND h.scope = j.scope AND h.queue = j.queue AND h.blocking \
+      AND h.state IN ('scheduled', 'available', 'running', 'retryable') \
+      AND (h.scheduled_at, h.sequence) < (j.scheduled_at, j.sequence) \
+    ORDER BY h.scheduled_at, h.sequence LIMIT 1) AS blocked_by";
+
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue', j.queue, \
     'action', j.action, 'params', j.params, 'priority', j.priority, 'sequence', j.sequence, \
@@ -66,8 +76,8 @@ pg_sql!(HOLDS_LEASE, "holds_lease.sql");
 pg_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 pg_sql!(NEXT_RUN_IN, "next_run_in.sql");
 pg_sql!(DELETE_COMPLETED, "delete_completed.sql");
-pg_sql!(GET_JOB, "get_job.sql");
-pg_sql!(LIST_JOBS, "list_jobs.sql");
+sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
+sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
 pg_sql!(COUNT_JOBS, "count_jobs.sql");
 pg_sql!(RETRY_JOB, "retry_job.sql");
 pg_sql!(CANCEL_JOB, "cancel_job.sql");
@@ -260,6 +270,9 @@ impl PgStore {
     }
 }
 
+/// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
+const BLOCKED_BY_COLUMN: usize = 22;
+
 fn job_from_row(row: &Row) -> Result<Job> {
     Ok(Job {
         id: row.try_get(0)?,
@@ -283,6 +296,11 @@ fn job_from_row(row: &Row) -> Result<Job> {
         error: row.try_get(18)?,
         result: row.try_get(19)?,
         lease_token: row.try_get(20)?,
+        blocked_by: if row.len() > BLOCKED_BY_COLUMN {
+            row.try_get(BLOCKED_BY_COLUMN)?
+        } else {
+            None
+        },
     })
 }
 

@@ -42,6 +42,18 @@ pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes";
 
+/// For listings: the job a waiting job of a blocking queue waits behind (see the PostgreSQL
+/// twin). Read after JOB_COLUMNS.
+const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
+    WHERE ferroq_jobs.blocking AND ferroq_jobs.state IN ('scheduled', 'available', 'retryable') \
+      AND h.scope = ferroq_jobs.scope AND h.queue = ferroq_jobs.queue AND h.blocking \
+      AND h.state IN ('scheduled', 'available', 'running', 'retryable') \
+      AND (h.scheduled_at, h.id) < (ferroq_jobs.scheduled_at, ferroq_jobs.id) \
+    ORDER BY h.scheduled_at, h.id LIMIT 1) AS blocked_by";
+
+/// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
+const BLOCKED_BY_COLUMN: usize = 22;
+
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'action', action, \
     'params', json(params), 'priority', priority, 'sequence', id, 'state', state, \
@@ -70,8 +82,8 @@ sqlite_sql!(HOLDS_LEASE, "holds_lease.sql");
 sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 sqlite_sql!(NEXT_RUN_IN, "next_run_in.sql");
 sqlite_sql!(DELETE_COMPLETED, "delete_completed.sql");
-sqlite_sql!(GET_JOB, "get_job.sql");
-sqlite_sql!(LIST_JOBS, "list_jobs.sql");
+sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
+sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
 sqlite_sql!(COUNT_JOBS, "count_jobs.sql");
 sqlite_sql!(RETRY_JOB, "retry_job.sql");
 sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
@@ -134,6 +146,11 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         error: row.try_get(18).map_err(db_error)?,
         result: row.try_get(19).map_err(db_error)?,
         lease_token: row.try_get(20).map_err(db_error)?,
+        blocked_by: if row.len() > BLOCKED_BY_COLUMN {
+            row.try_get(BLOCKED_BY_COLUMN).map_err(db_error)?
+        } else {
+            None
+        },
     })
 }
 

@@ -1,6 +1,6 @@
 -- Every filter is optional (NULL = any). The ORDER BY column comes from a fixed allowlist.
 -- The search ($5) reads JSON params only: a bytes job's params column holds a placeholder.
-SELECT {{job_columns}}
+SELECT {{job_columns}}, {{blocked_by}}
 FROM ferroq_jobs AS j
 WHERE j.scope = $1
   AND ($2::text IS NULL OR j.queue = $2)

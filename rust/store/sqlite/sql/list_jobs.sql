@@ -2,7 +2,7 @@
 -- regular expression matching the search text literally (LIKE would fold ASCII letters only).
 -- The ORDER BY column comes from a fixed allowlist. The search reads JSON params only: a bytes
 -- job's params column holds a placeholder.
-SELECT {{job_columns}}
+SELECT {{job_columns}}, {{blocked_by}}
 FROM ferroq_jobs
 WHERE scope = ?1
   AND (?2 IS NULL OR queue = ?2)
