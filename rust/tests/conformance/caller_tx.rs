@@ -38,6 +38,8 @@ fn comparable(job: &Job) -> Job {
     Job {
         params: same_spelling(&job.params),
         result: job.result.as_deref().map(|r| json(r).to_string()),
+        // Computed by listings only.
+        blocked_by: None,
         ..job.clone()
     }
 }

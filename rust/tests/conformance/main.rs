@@ -45,6 +45,7 @@ support::conformance! {
         turns::concurrent_queues_share_a_claim_by_their_running_jobs,
         turns::a_pattern_gives_each_matching_queue_its_own_limit,
         turns::a_worker_limited_to_some_queues_claims_only_from_them,
+        turns::listings_name_the_job_a_waiting_job_waits_behind,
         // extend_leases, rescue_expired
         leases::a_stale_attempt_cannot_finish_a_rescued_job,
         leases::extend_leases_returns_only_the_leases_still_held,

@@ -154,3 +154,60 @@ pub async fn a_worker_limited_to_some_queues_claims_only_from_them(backend: Back
     );
     db.drop().await;
 }
+
+pub async fn listings_name_the_job_a_waiting_job_waits_behind(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let jobs = db
+        .store
+        .insert_jobs(
+            "default",
+            &[
+                job("q", true),
+                job("q", true),
+                job("q", true),
+                job("c", false),
+            ],
+        )
+        .await
+        .unwrap();
+    let blocked_by = |id: i64| {
+        let store = db.store.clone();
+        async move {
+            store
+                .get_job("default", id)
+                .await
+                .unwrap()
+                .unwrap()
+                .blocked_by
+        }
+    };
+    assert_eq!(
+        blocked_by(jobs[0].id).await,
+        None,
+        "the head waits behind nothing"
+    );
+    assert_eq!(blocked_by(jobs[2].id).await, Some(jobs[0].id));
+    assert_eq!(
+        blocked_by(jobs[3].id).await,
+        None,
+        "a concurrent job never waits behind one"
+    );
+    let head = db.store.claim(&claim(1, &BLOCKING_ONLY)).await.unwrap();
+    db.store
+        .finish(&[finish(lease(&head[0]), JobState::Completed)])
+        .await
+        .unwrap();
+    assert_eq!(blocked_by(jobs[2].id).await, Some(jobs[1].id));
+    let listed = db
+        .store
+        .list_jobs(
+            "default",
+            &_core::store::JobFilter::new(Some("q".into()), None, None, None, "id", false, 100, 0)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let by_id: HashMap<i64, Option<i64>> = listed.iter().map(|j| (j.id, j.blocked_by)).collect();
+    assert_eq!(by_id[&jobs[2].id], Some(jobs[1].id));
+    db.drop().await;
+}
