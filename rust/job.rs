@@ -707,4 +707,59 @@ mod tests {
         assert_eq!(clamp_delay(f64::NAN), 0.0);
         assert_eq!(clamp_delay(0.25), 0.25);
     }
+
+    #[test]
+    fn a_waiting_job_says_why_it_waits() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let job = |state: JobState, attempts: i32, blocked_by: Option<i64>| Job {
+            id: 7,
+            scope: "default".into(),
+            queue: "q".into(),
+            action: "send".into(),
+            params: Params::Json("{}".into()),
+            priority: 0,
+            sequence: 7,
+            state,
+            attempts,
+            max_attempts: 3,
+            timeout: 60.0,
+            max_backoff: 10.0,
+            scheduled_at: at,
+            attempted_at: None,
+            attempted_by: None,
+            next_attempt_at: (state == JobState::Retryable).then_some(at),
+            done_at: None,
+            inserted_at: at,
+            error: None,
+            result: None,
+            lease_token: None,
+            blocked_by,
+        };
+        let reason = |j: Job| j.waiting_reason();
+        assert_eq!(
+            reason(job(JobState::Available, 0, Some(3))).unwrap(),
+            "behind job 3, the head of blocking queue \"q\""
+        );
+        assert!(reason(job(JobState::Available, 0, None))
+            .unwrap()
+            .starts_with("ready: waits for a free worker that serves action \"send\""));
+        assert!(reason(job(JobState::Available, 3, None))
+            .unwrap()
+            .starts_with("no attempts left"));
+        assert_eq!(
+            reason(job(JobState::Retryable, 1, None)).unwrap(),
+            "retry 2 at 2027-01-15 08:00:00.000 UTC"
+        );
+        assert!(reason(job(JobState::Scheduled, 0, None))
+            .unwrap()
+            .starts_with("scheduled for 2027-01-15"));
+        for done in [
+            JobState::Running,
+            JobState::Completed,
+            JobState::Failed,
+            JobState::Discarded,
+        ] {
+            assert_eq!(reason(job(done, 1, None)), None);
+        }
+    }
 }
