@@ -47,7 +47,7 @@ impl Client {
             config,
             worker_config: Mutex::new(worker_config),
             backend,
-            local: Mutex::new(ProcessLocal::new(Local::default())),
+            local: Mutex::new(ProcessLocal::default()),
             performer_defaults: Mutex::new(HashMap::new()),
         })
     }

@@ -8,6 +8,7 @@
 //! So what a process holds is tagged with the fork generation it was built in. A holder that
 //! sees another generation leaks (never drops) what it has and builds anew, lazily.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
 
@@ -35,10 +36,12 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::SeqCst)
 }
 
-/// A value that belongs to the process (fork generation) that built it.
+/// A value that belongs to the process (fork generation) that built it. In any other process
+/// it is leaked, never dropped: by [`ProcessLocal::get_mut`], and when the holder itself is
+/// dropped there (a child's interpreter freeing an App it inherited).
 pub struct ProcessLocal<T> {
     generation: u64,
-    value: T,
+    value: ManuallyDrop<T>,
 }
 
 impl<T> ProcessLocal<T> {
@@ -46,19 +49,35 @@ impl<T> ProcessLocal<T> {
     pub fn new(value: T) -> ProcessLocal<T> {
         ProcessLocal {
             generation: generation(),
-            value,
+            value: ManuallyDrop::new(value),
         }
     }
 
     /// The value, after replacing it with `fresh()` if it was inherited from a parent
-    /// process; the inherited one is leaked, never dropped (see the module comment).
+    /// process (the inherited one is leaked).
     pub fn get_mut(&mut self, fresh: impl FnOnce() -> T) -> &mut T {
         let now = generation();
         if self.generation != now {
-            std::mem::forget(std::mem::replace(&mut self.value, fresh()));
+            // The old value is a ManuallyDrop: replaced, it is leaked.
+            self.value = ManuallyDrop::new(fresh());
             self.generation = now;
         }
         &mut self.value
+    }
+}
+
+impl<T: Default> Default for ProcessLocal<T> {
+    fn default() -> ProcessLocal<T> {
+        ProcessLocal::new(T::default())
+    }
+}
+
+impl<T> Drop for ProcessLocal<T> {
+    fn drop(&mut self) {
+        if self.generation == generation() {
+            // SAFETY: dropped once, here; the value is not used after.
+            unsafe { ManuallyDrop::drop(&mut self.value) };
+        }
     }
 }
 
@@ -67,7 +86,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_forked_child_sees_a_new_generation_and_leaks_what_it_inherited() {
+    fn a_forked_child_sees_a_new_generation_and_never_drops_what_it_inherited() {
         /// Exits with code 3 if dropped in another process than the one that built it.
         struct Loud(u64);
         impl Drop for Loud {
@@ -81,15 +100,18 @@ mod tests {
         let before = generation();
         let mut local = ProcessLocal::new(Some(Loud(before)));
         assert!(local.get_mut(|| None).is_some(), "same process: kept");
+        let holder = ProcessLocal::new(Loud(before));
         // SAFETY: the child only reads atomics, replaces a value and exits without unwinding.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork failed");
         if pid == 0 {
+            drop(holder);
             let code = if generation() == before + 1 && local.get_mut(|| None).is_none() {
                 0
             } else {
                 1
             };
+            // SAFETY: ends the child without unwinding into the test harness.
             unsafe { libc::_exit(code) };
         }
         let mut status = 0;
