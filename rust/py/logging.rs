@@ -18,15 +18,18 @@ use crate::fork::ProcessLocal;
 /// let a database outage that logs on every retry fill memory.
 const MAX_QUEUED: usize = 10_000;
 
+/// The sending end of the queue to the forwarding thread.
+type Records = Sender<(Level, String)>;
+
 struct Bridge {
     /// To this process's forwarding thread; None when it could not be started.
-    records: Mutex<ProcessLocal<Option<Sender<(Level, String)>>>>,
+    records: Mutex<ProcessLocal<Option<Records>>>,
     queued: AtomicUsize,
 }
 
 impl Bridge {
     /// A channel to a new forwarding thread, or None (records are then dropped).
-    fn start_forwarding(&'static self) -> Option<Sender<(Level, String)>> {
+    fn start_forwarding(&'static self) -> Option<Records> {
         let (sender, receiver) = mpsc::channel();
         self.queued.store(0, Ordering::Relaxed);
         std::thread::Builder::new()
