@@ -1,6 +1,7 @@
 //! The App's core: one database and scope, the rules of enqueueing, listing and changing jobs,
 //! and worker start. The only owner of these rules; the Python binding converts types and
-//! calls in. Connections are made on first use, so an App can be built at import time.
+//! calls in. Connections are made on first use, so an App can be built at import time, and
+//! again in a forked child, which never touches the parent's (see `crate::fork`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,10 +10,22 @@ use tokio::sync::{Notify, OnceCell};
 
 use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
+use crate::fork::ProcessLocal;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::queues::{QueueRouting, QueueSelector};
 use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
 use crate::worker::{Dispatch, Worker};
+
+/// What one process holds of a client: nothing in it may cross a fork.
+#[derive(Default)]
+struct Local {
+    /// Built on first use; dropped by `close`, and built again by a later operation.
+    store: Option<Arc<dyn Store>>,
+    /// Set once the schema is known to exist (stores that create it on first use).
+    schema_ready: Arc<OnceCell<()>>,
+    /// Wakes this process's worker when this process enqueues, without a database round trip.
+    wake: Arc<Notify>,
+}
 
 /// The storage side of one App.
 pub struct Client {
@@ -20,12 +33,8 @@ pub struct Client {
     /// Settings of the workers this client starts.
     worker_config: Mutex<WorkerConfig>,
     backend: Backend,
-    /// Built on first use; dropped by `close`, and built again by a later operation.
-    store: Mutex<Option<Arc<dyn Store>>>,
-    /// Set once the schema is known to exist (stores that create it on first use).
-    schema_ready: OnceCell<()>,
-    /// Wakes this process's worker when this process enqueues, without a database round trip.
-    wake: Arc<Notify>,
+    /// Connections and wake-ups of this process; a forked child leaks its parent's.
+    local: Mutex<ProcessLocal<Local>>,
     /// Options the performers registered here declare for their actions' jobs.
     performer_defaults: Mutex<HashMap<String, JobDefaults>>,
 }
@@ -39,9 +48,7 @@ impl Client {
             config,
             worker_config: Mutex::new(worker_config),
             backend,
-            store: Mutex::new(None),
-            schema_ready: OnceCell::new(),
-            wake: Arc::new(Notify::new()),
+            local: Mutex::new(ProcessLocal::default()),
             performer_defaults: Mutex::new(HashMap::new()),
         })
     }
@@ -86,18 +93,28 @@ impl Client {
         self.backend
     }
 
+    /// This process's part of the client, built afresh after a fork.
+    fn local<T>(&self, f: impl FnOnce(&mut Local) -> T) -> T {
+        f(self.local.lock().unwrap().get_mut(Local::default))
+    }
+
+    /// Wakes this process's worker.
+    fn wake(&self) -> Arc<Notify> {
+        self.local(|local| local.wake.clone())
+    }
+
     /// The store, whose pool connects lazily on first use; on stores that need no setup step
     /// the schema is created then too.
     pub async fn store(&self) -> Result<Arc<dyn Store>> {
-        let store = {
-            let mut slot = self.store.lock().unwrap();
-            match slot.as_ref() {
+        let (store, schema_ready) = self.local(|local| -> Result<_> {
+            let store = match local.store.as_ref() {
                 Some(store) => store.clone(),
-                None => slot.insert(store::open(&self.config)?).clone(),
-            }
-        };
+                None => local.store.insert(store::open(&self.config)?).clone(),
+            };
+            Ok((store, local.schema_ready.clone()))
+        })?;
         if store.creates_schema_on_first_use() {
-            self.schema_ready
+            schema_ready
                 .get_or_try_init(|| async { store.migrate().await.map(|_| ()) })
                 .await?;
         }
@@ -105,8 +122,9 @@ impl Client {
     }
 
     /// Close the connection pool; a later operation opens a new one. Call inside the runtime.
+    /// In a forked child this closes nothing of the parent's.
     pub fn close(&self) {
-        if let Some(store) = self.store.lock().unwrap().take() {
+        if let Some(store) = self.local(|local| local.store.take()) {
             store.close();
         }
     }
@@ -141,7 +159,7 @@ impl Client {
             .await?
             .insert_jobs(&self.config.scope, &jobs)
             .await?;
-        self.wake.notify_one();
+        self.wake().notify_one();
         Ok(inserted)
     }
 
@@ -205,7 +223,7 @@ impl Client {
     ) -> Result<Job> {
         match changed {
             Some(job) => {
-                self.wake.notify_one();
+                self.wake().notify_one();
                 store.notify(&self.config.scope).await?;
                 Ok(job)
             }
@@ -221,7 +239,7 @@ impl Client {
 
     /// Wake every worker of this scope, in this process and others.
     pub async fn notify(&self) -> Result<()> {
-        self.wake.notify_one();
+        self.wake().notify_one();
         self.store().await?.notify(&self.config.scope).await
     }
 
@@ -248,7 +266,7 @@ impl Client {
             actions,
             config,
             dispatcher,
-            self.wake.clone(),
+            self.wake(),
         ))
     }
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod fork;
 pub mod job;
 pub mod maintenance;
 #[cfg(feature = "python")]

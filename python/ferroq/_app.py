@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import signal
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,6 +40,22 @@ _JOB_OPTIONS = frozenset({"scheduled_at", "delay", "timeout", "max_backoff", "ma
 _FILTERS = frozenset({"queue", "action", "state", "search", "order_by", "descending"})
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The Apps of this process, for a forked child to forget the workers it inherited.
+_APPS: weakref.WeakSet[App] = weakref.WeakSet()
+#: Workers a forked child inherited: kept referenced, never stopped nor freed, since their
+#: threads stayed in the parent and their connections are the parent's (the Rust core leaks
+#: its inherited runtime and pools the same way).
+_INHERITED_WORKERS: list[object] = []
+
+
+def _forget_inherited_workers() -> None:
+    for app in list(_APPS):
+        app._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_forget_inherited_workers)
 
 
 @dataclass(frozen=True)
@@ -254,6 +272,7 @@ class App:
         self._worker: _core.WorkerHandle | None = None
         self._executor: Executor | None = None
         self._lock = threading.Lock()
+        _APPS.add(self)
 
     # -- configuration, as the core resolved it ----------------------------------------------
 
@@ -493,6 +512,15 @@ class App:
         a later call opens a new pool."""
         self.stop()
         self._client.close()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a worker started before the fork runs on in the parent only, so
+        this App has none (it may start its own)."""
+        if self._worker is not None:
+            _INHERITED_WORKERS.append((self._worker, self._executor))
+        self._worker = self._executor = None
+        # A thread of the parent may have held it at the fork; that thread is not here.
+        self._lock = threading.Lock()
 
     @property
     def running(self) -> bool:

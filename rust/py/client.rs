@@ -13,7 +13,7 @@ use crate::job::{Job, JobDefaults, JobSpec};
 use crate::py::caller_tx::PyCallerStatement;
 use crate::py::job::PyJob;
 use crate::py::job_spec::PyJobSpec;
-use crate::py::runtime::{block_on, runtime};
+use crate::py::runtime::{block_on, future_into_py, runtime};
 use crate::py::worker::{PyDispatcher, WorkerHandle};
 use crate::store::JobFilter;
 
@@ -192,9 +192,7 @@ impl PyClient {
     ) -> PyResult<Bound<'py, PyAny>> {
         let specs = self::specs(specs);
         let client = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(wrap(client.insert(specs).await?))
-        })
+        future_into_py(py, async move { Ok(wrap(client.insert(specs).await?)) })
     }
 
     /// The insert of `specs` as a statement for the caller's own connection; see

@@ -2,21 +2,42 @@
 //!
 //! The engine logs from tokio threads, which must never wait for the GIL (a performer may hold
 //! it for seconds). Records are queued without blocking and forwarded by one thread of their
-//! own, "ferroq-log", which is the only one that takes the GIL for them.
+//! own, "ferroq-log", which is the only one that takes the GIL for them. A forked child starts
+//! its own forwarding thread on its first record (the parent's did not survive the fork).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use pyo3::prelude::*;
 
+use crate::fork::ProcessLocal;
+
 /// Records waiting for the forwarding thread; past this many, new ones are dropped rather than
 /// let a database outage that logs on every retry fill memory.
 const MAX_QUEUED: usize = 10_000;
 
+/// The sending end of the queue to the forwarding thread.
+type Records = Sender<(Level, String)>;
+
 struct Bridge {
-    records: Mutex<Sender<(Level, String)>>,
-    queued: std::sync::atomic::AtomicUsize,
+    /// To this process's forwarding thread; None when it could not be started.
+    records: Mutex<ProcessLocal<Option<Records>>>,
+    queued: AtomicUsize,
+}
+
+impl Bridge {
+    /// A channel to a new forwarding thread, or None (records are then dropped).
+    fn start_forwarding(&'static self) -> Option<Records> {
+        let (sender, receiver) = mpsc::channel();
+        self.queued.store(0, Ordering::Relaxed);
+        std::thread::Builder::new()
+            .name("ferroq-log".into())
+            .spawn(move || forward(self, receiver))
+            .ok()
+            .map(|_| sender)
+    }
 }
 
 impl Log for Bridge {
@@ -31,17 +52,22 @@ impl Log for Bridge {
         if !self.enabled(record.metadata()) {
             return;
         }
-        use std::sync::atomic::Ordering;
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
         let message = record.args().to_string();
         let message = message
             .strip_prefix("ferroq: ")
             .unwrap_or(&message)
             .to_owned();
-        let _ = self.records.lock().unwrap().send((record.level(), message));
+        let bridge = *BRIDGE.get().expect("the logger is the installed bridge");
+        let mut records = self.records.lock().unwrap();
+        // First, since a new forwarding thread (in a forked child) starts the count anew.
+        let Some(sender) = records.get_mut(|| bridge.start_forwarding()) else {
+            return;
+        };
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let _ = sender.send((record.level(), message));
     }
 
     fn flush(&self) {}
@@ -53,18 +79,15 @@ static BRIDGE: std::sync::OnceLock<&'static Bridge> = std::sync::OnceLock::new()
 /// ferroq's records go to that one instead.
 pub fn install() {
     BRIDGE.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel();
         let bridge: &'static Bridge = Box::leak(Box::new(Bridge {
-            records: Mutex::new(sender),
-            queued: std::sync::atomic::AtomicUsize::new(0),
+            records: Mutex::new(ProcessLocal::new(None)),
+            queued: AtomicUsize::new(0),
         }));
         if log::set_logger(bridge).is_ok() {
             log::set_max_level(LevelFilter::Info);
-            let spawned = std::thread::Builder::new()
-                .name("ferroq-log".into())
-                .spawn(move || forward(bridge, receiver));
-            if spawned.is_err() {
-                log::set_max_level(LevelFilter::Off);
+            match bridge.start_forwarding() {
+                Some(sender) => *bridge.records.lock().unwrap() = ProcessLocal::new(Some(sender)),
+                None => log::set_max_level(LevelFilter::Off),
             }
         }
         bridge
@@ -73,9 +96,7 @@ pub fn install() {
 
 fn forward(bridge: &'static Bridge, records: Receiver<(Level, String)>) {
     while let Ok((level, message)) = records.recv() {
-        bridge
-            .queued
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        bridge.queued.fetch_sub(1, Ordering::Relaxed);
         let python_level: u8 = match level {
             Level::Error => 40,
             Level::Warn => 30,

@@ -101,6 +101,19 @@ pub struct WorkerHandle {
     dispatcher: Arc<PyDispatcher>,
     /// How long `stop()` lets running jobs finish when not told otherwise.
     stop_timeout: Duration,
+    /// The fork generation of the process the worker runs in.
+    generation: u64,
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        if self.generation != crate::fork::generation() {
+            // A forked child freeing its parent's handle: the worker's tasks, threads and
+            // connections are the parent's, so nothing of it is dropped here.
+            std::mem::forget(self.worker.clone());
+            std::mem::forget(self.dispatcher.clone());
+        }
+    }
 }
 
 impl WorkerHandle {
@@ -113,6 +126,7 @@ impl WorkerHandle {
             worker: Arc::new(worker),
             dispatcher,
             stop_timeout,
+            generation: crate::fork::generation(),
         }
     }
 }

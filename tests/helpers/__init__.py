@@ -1,9 +1,11 @@
 """Helpers for the behaviour suite, one module per concern: bounded waits (``waiting``), the
 in-process run recorder (``recorder``), backend-neutral database access (``rawdb``), the SQL
-ledger of worker processes (``ledger``), apps and subprocesses (``processes``)."""
+ledger of worker processes (``ledger``), apps and subprocesses (``processes``), forked children
+(``forking``)."""
 
 from __future__ import annotations
 
+from .forking import FORK_WITH_THREADS_WARNING, run_in_fork, wait_for_exit
 from .ledger import Ledger, ledger_url
 from .paths import TESTS_DIR
 from .processes import ProcessGroup, close_apps, ferroq_cli, subprocess_env
@@ -25,6 +27,7 @@ from .recorder import Recorder
 from .waiting import seconds, stays_true, wait_for_job, wait_for_jobs, wait_until
 
 __all__ = [
+    "FORK_WITH_THREADS_WARNING",
     "TESTS_DIR",
     "Ledger",
     "ProcessGroup",
@@ -42,12 +45,14 @@ __all__ = [
     "lease_is_live_sql",
     "ledger_url",
     "reject_job_updates",
+    "run_in_fork",
     "seconds",
     "sqlite_path",
     "stays_true",
     "subprocess_env",
     "transaction_connection",
     "wait_for_job",
+    "wait_for_exit",
     "wait_for_jobs",
     "wait_until",
 ]
