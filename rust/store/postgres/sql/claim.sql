@@ -53,15 +53,15 @@ WITH caps AS (
       AND ($7::text[] IS NULL OR h.action = ANY($7))
       AND (($8::text[] IS NULL AND $9::text[] IS NULL) OR h.queue = ANY($8)
            OR EXISTS (SELECT 1 FROM unnest($9::text[]) AS p(prefix) WHERE starts_with(h.queue, p.prefix)))
-      -- The mark is a hint; the queue's order is the truth: nothing unfinished before it,
-      -- nothing of the queue running.
-      AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS p
-                      WHERE p.scope = $1 AND p.blocking AND p.queue = h.queue
-                        AND p.state IN ('scheduled', 'available', 'running', 'retryable')
-                        AND (p.scheduled_at, p.sequence) < (h.scheduled_at, h.sequence))
-      AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS r
-                      WHERE r.scope = $1 AND r.blocking AND r.queue = h.queue
-                        AND r.state = 'running')
+      -- The mark is a hint; the queue's order is the truth: the head must be the first
+      -- unfinished job of its queue (so none of the queue runs before it). Written as the
+      -- first entry of the FIFO index rather than NOT EXISTS: the planner cannot turn it into
+      -- an anti join that reads every queue's entries, whatever its statistics.
+      AND h.id = (SELECT p.id FROM ferroq_jobs AS p
+                  WHERE p.scope = $1 AND p.blocking AND p.queue = h.queue
+                    AND p.state IN ('scheduled', 'available', 'running', 'retryable')
+                  ORDER BY p.scheduled_at, p.sequence
+                  LIMIT 1)
     ORDER BY h.run_at, h.sequence
     LIMIT $4
 ), head_candidates AS (

@@ -18,12 +18,14 @@ WITH fresh AS (
     LIMIT $2
     FOR UPDATE OF f SKIP LOCKED
 ), decided AS (
+    -- The first unfinished job of the queue, as the first entry of the FIFO index (not an
+    -- EXISTS, which the planner may turn into an anti join over every queue).
     SELECT fresh.id,
-           EXISTS (SELECT 1 FROM ferroq_jobs AS p
-                   WHERE p.scope = $1 AND p.blocking AND p.queue = fresh.queue
-                     AND p.state IN ('scheduled', 'available', 'running', 'retryable')
-                     AND (p.scheduled_at, p.sequence) < (fresh.scheduled_at, fresh.sequence))
-               AS behind,
+           fresh.id <> (SELECT p.id FROM ferroq_jobs AS p
+                        WHERE p.scope = $1 AND p.blocking AND p.queue = fresh.queue
+                          AND p.state IN ('scheduled', 'available', 'running', 'retryable')
+                        ORDER BY p.scheduled_at, p.sequence
+                        LIMIT 1) AS behind,
            ahead.id AS held_ahead
     FROM fresh
     LEFT JOIN LATERAL (
