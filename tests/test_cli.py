@@ -1,8 +1,10 @@
-"""The ``ferroq jobs|retry|cancel`` commands."""
+"""The ``ferroq jobs|retry|cancel|worker`` commands."""
 
 from __future__ import annotations
 
-from helpers import ferroq_cli
+import signal
+
+from helpers import ferroq_cli, wait_for_jobs
 
 
 def test_cli_jobs_lists_and_filters(app_factory, database_url):
@@ -50,3 +52,18 @@ def test_cli_retry_and_cancel(app_factory, database_url):
     for command in ("retry", "cancel"):
         proc = ferroq_cli(command, str(victim.id + 1000), "--database-url", database_url)
         assert proc.returncode != 0, f"{command} of an unknown id succeeded"
+
+
+def test_cli_worker_serves_only_the_queues_it_is_given(app_factory, database_url, processes, ledger):
+    app = app_factory()
+    served = [app.create_job(queue, "record", {}) for queue in ("reports", "shop:1")]
+    other = app.create_job("emails", "record", {})
+    worker = processes.worker("apps.ledger_app:app", database_url, "--queues", "reports, shop:*")
+    try:
+        wait_for_jobs(app, [job.id for job in served], "completed", timeout=30)
+        assert "queues ['reports', 'shop:*']" in processes.output(worker)
+        left = app.get_job(other.id)
+        assert (left.state, left.attempts) == ("available", 0), "a queue the worker was not given stays untouched"
+    finally:
+        processes.signal(worker, signal.SIGTERM)
+        worker.wait(timeout=30)
