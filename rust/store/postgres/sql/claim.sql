@@ -10,9 +10,10 @@
 -- turn, when its queue last got service (a blocking head: when it became the head or came
 -- due; a concurrent queue: its last claim). The lowest load goes first, then the oldest turn:
 -- ready queues take turns, and neither a queue's name nor its backlog can push another back.
-WITH caps AS (
+WITH caps AS MATERIALIZED (
     -- Each concurrent queue within its limit of running jobs across all workers (the count
-    -- cannot be raced past: claimers of a queue are serialized by its lock).
+    -- cannot be raced past: claimers of a queue are serialized by its lock). Materialized:
+    -- inlined, the count would run again for every row the queue hands out.
     SELECT q.queue, q.cap,
            (SELECT count(*) FROM ferroq_jobs AS r
             WHERE r.scope = $1 AND r.queue = q.queue AND NOT r.blocking

@@ -8,7 +8,8 @@
 WITH caps AS (
     SELECT json_extract(q.value, '$[0]') AS queue, json_extract(q.value, '$[1]') AS cap
     FROM json_each(?2) AS q
-), counted AS (
+), counted AS MATERIALIZED (
+    -- Once per queue: inlined, the count would run again for every job the queue hands out.
     SELECT caps.queue, caps.cap,
            (SELECT count(*) FROM ferroq_jobs AS r
             WHERE r.scope = ?1 AND r.queue = caps.queue AND NOT r.blocking
