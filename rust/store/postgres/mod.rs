@@ -64,6 +64,7 @@ macro_rules! pg_sql {
 
 sql!(INSERT_JOBS = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{placement}}" => include_str!("sql/insert_placement_pool.sql"),
     "{{job_columns}}" => JOB_COLUMNS);
 pg_sql!(RESOLVE_HEADS, "resolve_heads.sql");
 pg_sql!(PROMOTE_HEADS, "promote_heads.sql");
@@ -92,6 +93,7 @@ pg_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
 pg_sql!(CALLER_COMPLETE, "caller_complete.sql");
 sql!(CALLER_INSERT = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_json.sql"),
+    "{{placement}}" => include_str!("sql/insert_placement_caller.sql"),
     "{{job_columns}}" => JOB_JSON);
 
 /// Opens a claim's transaction. A claim need not be durable: if the server loses it in a

@@ -4,9 +4,13 @@
 -- array order, so their ids (the FIFO order) follow it. A job without a time or delay is
 -- scheduled at the database's now. The same text runs on a caller's connection
 -- (caller_insert), returning each row as JSON.
+-- `head` (see migration 0003) is decided here, on the pool and on a caller's connection alike:
+-- the writer holds SQLite's one write lock until it commits, so no job can finish in between.
+-- A blocking job is its queue's head when no unfinished job of its queue is scheduled before
+-- or at its time and it is the first of its queue in this batch.
 INSERT INTO ferroq_jobs
     (scope, queue, action, params, params_bytes, blocking, priority, state, max_attempts,
-     timeout, max_backoff, scheduled_at, run_at, inserted_at)
+     timeout, max_backoff, scheduled_at, run_at, inserted_at, head)
 SELECT ?1, json_extract(t.job, '$[0]'), json_extract(t.job, '$[1]'),
        json(json_extract(t.job, '$[2]')),
        -- substr() counts bytes in a BLOB; it gives NULL, not x'', for a slice of an empty BLOB.
@@ -17,7 +21,16 @@ SELECT ?1, json_extract(t.job, '$[0]'), json_extract(t.job, '$[1]'),
        json_extract(t.job, '$[4]'),
        CASE WHEN t.at <= t.now THEN 'available' ELSE 'scheduled' END,
        json_extract(t.job, '$[5]'), json_extract(t.job, '$[6]'), json_extract(t.job, '$[7]'),
-       t.at, t.at, t.now
+       t.at, t.at, t.now,
+       CASE WHEN NOT json_extract(t.job, '$[3]') THEN NULL
+            WHEN row_number() OVER (PARTITION BY json_extract(t.job, '$[0]'), json_extract(t.job, '$[3]')
+                                    ORDER BY t.at, t.position) > 1 THEN 0
+            WHEN EXISTS (SELECT 1 FROM ferroq_jobs AS p
+                         WHERE p.scope = ?1 AND p.blocking AND p.queue = json_extract(t.job, '$[0]')
+                           AND p.state IN ('scheduled', 'available', 'running', 'retryable')
+                           AND p.scheduled_at <= t.at) THEN 0
+            ELSE 1
+       END
 FROM (
     SELECT j.key AS position, j.value AS job, n.now,
            coalesce(json_extract(j.value, '$[8]'),
