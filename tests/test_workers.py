@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -164,3 +165,30 @@ def test_a_refused_stop_timeout_leaves_the_worker_running(app_factory, timeout):
     wait_for_job(app, job.id, "completed")
     app.stop(5)
     assert not app.running and ran == [job.id]
+
+
+def test_a_retry_written_by_one_worker_wakes_an_idle_one_when_due(app_factory):
+    # Both workers poll only every minute: the idle one must learn of the retry otherwise.
+    failing = app_factory(poll_interval=60, worker_name="failing")
+    idle = app_factory(poll_interval=60, worker_name="idle")
+    release = threading.Event()
+
+    @failing.performer("flaky", backoff=lambda job: 2)
+    def fail_once(job):
+        release.wait(10)
+        raise RuntimeError("the first attempt fails")
+
+    @idle.performer("flaky")
+    def succeed(job):
+        return None
+
+    job = failing.create_job("q", "flaky")
+    failing.start()
+    wait_for_job(failing, job.id, "running")
+    idle.start()
+    time.sleep(0.5)  # the idle worker finds nothing to claim and waits
+    release.set()
+    wait_for_job(failing, job.id, "retryable")
+    failing.stop()
+    done = wait_for_job(idle, job.id, "completed", timeout=15)
+    assert (done.attempted_by, done.attempts) == ("idle", 2)

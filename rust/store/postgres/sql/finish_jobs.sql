@@ -1,6 +1,10 @@
 -- Record a batch of finished attempts in one statement. Each row applies only while the
 -- attempt still holds the job (same lease token, still running): a stale attempt whose lease
 -- was rescued and handed on can never complete or fail the newer attempt's job.
+-- A job that will run again (a retry or snooze, with its time; or released by a stopping
+-- worker) is announced on the scope's channel at COMMIT, like a new job: idle workers of any
+-- process then look again and wait for its time, instead of the safety poll.
+WITH finished AS (
 UPDATE ferroq_jobs AS j
 SET state = f.state,
     result = f.result::jsonb,
@@ -16,4 +20,10 @@ SET state = f.state,
 FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::int4[])
      AS f(id, token, state, result, error, delay, refund)
 WHERE j.id = f.id AND j.lease_token = f.token AND j.state = 'running'
-RETURNING j.id
+RETURNING j.id, j.scope, (f.delay IS NOT NULL OR f.state = 'available') AS runs_again
+), announced AS (
+    SELECT pg_notify('ferroq_jobs', again.scope)
+    FROM (SELECT DISTINCT finished.scope FROM finished WHERE finished.runs_again) AS again
+)
+SELECT finished.id
+FROM finished CROSS JOIN (SELECT count(*) FROM announced) AS forced
