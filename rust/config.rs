@@ -112,6 +112,10 @@ pub struct WorkerConfig {
     pub worker_name: String,
     /// Run only what is due now, then stop by itself.
     pub drain: bool,
+    /// How long a drain keeps retrying claims that fail (the database down or unreachable)
+    /// before it ends with the error: the App's `connect_timeout`. A running worker retries
+    /// for as long as it runs.
+    pub drain_gives_up_after: Duration,
     /// The queues this worker claims from.
     pub only_queues: QueueSelector,
 }
@@ -172,16 +176,17 @@ impl AppOptions {
             None => DEFAULT_POOL_SIZE,
             Some(n) => positive("pool_size", n)?.max(2) as usize,
         };
+        let connect_timeout = seconds(
+            "connect_timeout",
+            self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            false,
+        )?;
         let client = ClientConfig {
             database_url,
             scope,
             queue_kinds,
             max_params_size,
-            connect_timeout: seconds(
-                "connect_timeout",
-                self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-                false,
-            )?,
+            connect_timeout,
             pool_size,
             wakeup_interval: seconds(
                 "wakeup_interval",
@@ -234,6 +239,7 @@ impl AppOptions {
             )?,
             worker_name,
             drain: false,
+            drain_gives_up_after: connect_timeout,
             only_queues,
         };
         Ok((client, worker))

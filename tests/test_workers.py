@@ -192,3 +192,22 @@ def test_a_retry_written_by_one_worker_wakes_an_idle_one_when_due(app_factory):
     failing.stop()
     done = wait_for_job(idle, job.id, "completed", timeout=15)
     assert (done.attempted_by, done.attempts) == ("idle", 2)
+
+
+@pytest.mark.only_on("postgres")
+def test_drain_on_an_unreachable_database_raises_instead_of_waiting_for_good(backend):
+    # Port 1 refuses connections: a drain retries for connect_timeout, then gives up.
+    app = ferroq.App("postgresql://postgres@127.0.0.1:1/ferroq", connect_timeout=1)
+
+    @app.performer("noop")
+    def noop(job):
+        return None
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(ferroq.DatabaseError):
+            app.drain()
+    finally:
+        app.close()
+    assert time.monotonic() - started < 10
+    assert not app.running

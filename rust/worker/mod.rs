@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerConfig;
+use crate::error::{Error, Result};
 use crate::job::{
     attempts_exhausted, clamp_delay, default_backoff, is_last_attempt, snoozed_out, truncate_error,
     Job, JobState, MIN_UNCOUNTED_SNOOZE,
@@ -181,6 +182,8 @@ struct Shared {
     shutdown: CancellationToken,
     finishes: Mutex<Option<mpsc::UnboundedSender<Finish>>>,
     processed: AtomicU64,
+    /// Why a drain ended before it ran everything due: the database kept failing.
+    drain_failed: Mutex<Option<Error>>,
 }
 
 impl Shared {
@@ -245,6 +248,7 @@ impl Worker {
             shutdown: CancellationToken::new(),
             finishes: Mutex::new(Some(finish_tx)),
             processed: AtomicU64::new(0),
+            drain_failed: Mutex::new(None),
         });
         let mut background = vec![
             tokio::spawn(completer::run(shared.clone(), finish_rx)),
@@ -324,11 +328,16 @@ impl Worker {
         self.shared.in_flight_count()
     }
 
-    /// In drain mode: wait until nothing due is left and every outcome is written.
-    pub async fn wait_drained(&self) {
+    /// In drain mode: wait until nothing due is left and every outcome is written; the
+    /// error if the database kept failing for longer than `drain_gives_up_after`.
+    pub async fn wait_drained(&self) -> Result<()> {
         let handle = self.producer.lock().unwrap().take();
         if let Some(handle) = handle {
             let _ = handle.await;
+        }
+        match self.shared.drain_failed.lock().unwrap().take() {
+            Some(err) => Err(err),
+            None => Ok(()),
         }
     }
 
@@ -337,7 +346,8 @@ impl Worker {
     pub async fn stop(&self, timeout: Duration) {
         self.shared.stop_claiming.cancel();
         self.shared.wake.notify_one();
-        self.wait_drained().await;
+        // A drain's failure was reported by wait_drained; a stop only needs the producer gone.
+        let _ = self.wait_drained().await;
         if !self.wait_idle(timeout).await {
             self.dispatcher.cancel_all();
             // Give interrupted performers a moment to report their release themselves.

@@ -10,6 +10,7 @@ use crate::store::{ClaimRequest, DueTimes, Lease};
 pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
     let config = &shared.config;
     let mut error_backoff = Duration::from_millis(50);
+    let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         if shared.stop_claiming.is_cancelled() {
             return;
@@ -40,7 +41,20 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         let jobs = match shared.store.claim(&request).await {
             Ok(jobs) => {
                 error_backoff = Duration::from_millis(50);
+                failing_since = None;
                 jobs
+            }
+            Err(err)
+                if config.drain
+                    && failing_since
+                        .get_or_insert_with(tokio::time::Instant::now)
+                        .elapsed()
+                        >= config.drain_gives_up_after =>
+            {
+                // A drain is a call that must return: after retrying for as long as a
+                // connection may take, it ends with the error instead of waiting for good.
+                *shared.drain_failed.lock().unwrap() = Some(err);
+                return;
             }
             Err(err) => {
                 log::warn!("ferroq: claiming jobs failed ({err}); retrying in {error_backoff:?}");
