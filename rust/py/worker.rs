@@ -164,7 +164,9 @@ impl WorkerHandle {
     /// Block until a drain-mode worker has run everything due (Ctrl-C still works).
     fn wait_drained(&self, py: Python<'_>) -> PyResult<()> {
         let worker = self.worker.clone();
-        Ok(block_on_interruptible(py, async move { worker.wait_drained().await })??)
+        Ok(block_on_interruptible(py, async move {
+            worker.wait_drained().await
+        })??)
     }
 
     /// Graceful stop; see `Worker::stop`. `timeout` seconds, or the App's `stop_timeout`.
