@@ -211,3 +211,22 @@ def test_drain_on_an_unreachable_database_raises_instead_of_waiting_for_good(bac
         app.close()
     assert time.monotonic() - started < 10
     assert not app.running
+
+
+@pytest.mark.parametrize("action", ["record", "record_async"])
+def test_a_second_signal_releases_running_jobs_and_exits_quietly(app_factory, database_url, ledger, processes, action):
+    producer = app_factory()
+    worker = processes.worker(TARGET, database_url, TEST_STOP_TIMEOUT=60)
+    job = producer.create_job("q", action, {"sleep": 60}, max_attempts=1)
+    wait_until(lambda: ledger.starts(job.id), timeout=20, message=processes.describe)
+
+    os.kill(worker.pid, signal.SIGTERM)  # graceful: would wait up to 60 s for the job
+    time.sleep(0.5)
+    signalled = time.monotonic()
+    os.kill(worker.pid, signal.SIGINT)  # the second signal cuts it short
+    rc = worker.wait(timeout=20)
+    assert time.monotonic() - signalled < 10, "the second signal did not cut the stop short"
+    output = processes.output(worker)
+    assert rc == 0 and "Traceback" not in output, output
+    released = producer.get_job(job.id)
+    assert (released.state, released.attempts) == ("available", 0), "the job was not released, or its attempt used up"

@@ -270,6 +270,9 @@ class App:
         )
         self._performers: dict[str, Performer] = {}
         self._worker: _core.WorkerHandle | None = None
+        #: The worker a stop() is waiting for, so that a second signal can hurry it.
+        self._stopping: _core.WorkerHandle | None = None
+        self._hurry_requested = False
         self._executor: Executor | None = None
         self._lock = threading.Lock()
         _APPS.add(self)
@@ -495,6 +498,9 @@ class App:
         if worker is None:
             return
         assert executor is not None
+        self._stopping = worker
+        if self._hurry_requested:
+            worker.hurry()
         try:
             worker.stop(_optional_seconds("timeout", timeout))
         except ConfigurationError:
@@ -505,7 +511,17 @@ class App:
         except BaseException:
             executor.close()
             raise
+        finally:
+            self._stopping = None
+            self._hurry_requested = False
         executor.close()
+
+    def _hurry_stop(self) -> None:
+        """Cut a stop in progress short (a second signal); a no-op when none runs."""
+        self._hurry_requested = True  # also when the signal comes just before stop() begins
+        stopping = self._stopping
+        if stopping is not None:
+            stopping.hurry()
 
     def close(self) -> None:
         """Stop the worker if one runs and close the connection pool. The App stays usable:
@@ -542,9 +558,11 @@ class App:
         if threading.current_thread() is threading.main_thread():
 
             def request_stop(signum: int, frame: Any) -> None:
+                if stop_requested.is_set():
+                    # A second signal cuts the graceful stop short: running performers are
+                    # interrupted and their jobs released without using an attempt.
+                    self._hurry_stop()
                 stop_requested.set()
-                # A second Ctrl-C interrupts the graceful stop.
-                signal.signal(signal.SIGINT, signal.default_int_handler)
 
             for sig in (signal.SIGINT, signal.SIGTERM):
                 installed[sig] = signal.signal(sig, request_stop)

@@ -169,6 +169,11 @@ impl WorkerHandle {
         })??)
     }
 
+    /// Cut a stop short (from a signal handler while `stop` runs): interrupt and release now.
+    fn hurry(&self) {
+        self.worker.hurry();
+    }
+
     /// Graceful stop; see `Worker::stop`. `timeout` seconds, or the App's `stop_timeout`.
     #[pyo3(signature = (timeout=None))]
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {

@@ -184,6 +184,8 @@ struct Shared {
     processed: AtomicU64,
     /// Why a drain ended before it ran everything due: the database kept failing.
     drain_failed: Mutex<Option<Error>>,
+    /// Cancelled to cut a graceful stop short (a second Ctrl-C): interrupt and release now.
+    hurry: CancellationToken,
 }
 
 impl Shared {
@@ -249,6 +251,7 @@ impl Worker {
             finishes: Mutex::new(Some(finish_tx)),
             processed: AtomicU64::new(0),
             drain_failed: Mutex::new(None),
+            hurry: CancellationToken::new(),
         });
         let mut background = vec![
             tokio::spawn(completer::run(shared.clone(), finish_rx)),
@@ -341,6 +344,12 @@ impl Worker {
         }
     }
 
+    /// Cut a graceful stop short, now or once it starts: what still runs is interrupted and
+    /// released at once, as when `stop`'s timeout runs out (a second Ctrl-C).
+    pub fn hurry(&self) {
+        self.shared.hurry.cancel();
+    }
+
     /// Graceful stop: claim nothing more, let running jobs finish within `timeout` (their
     /// leases still renewed), then stop the rest and put them back without using an attempt.
     pub async fn stop(&self, timeout: Duration) {
@@ -348,7 +357,11 @@ impl Worker {
         self.shared.wake.notify_one();
         // A drain's failure was reported by wait_drained; a stop only needs the producer gone.
         let _ = self.wait_drained().await;
-        if !self.wait_idle(timeout).await {
+        let finished = tokio::select! {
+            idle = self.wait_idle(timeout) => idle,
+            _ = self.shared.hurry.cancelled() => false,
+        };
+        if !finished {
             self.dispatcher.cancel_all();
             // Give interrupted performers a moment to report their release themselves.
             self.wait_idle(Duration::from_secs(1)).await;
