@@ -352,6 +352,11 @@ impl JobSpec {
                     "delay must be zero or positive seconds, got {delay}"
                 )))
             }
+            (None, Some(delay)) if delay > MAX_DELAY_SECONDS => {
+                return Err(Error::InvalidSchedule(format!(
+                    "delay must be at most 100 years ({MAX_DELAY_SECONDS} seconds), got {delay}"
+                )))
+            }
             (None, Some(delay)) => Schedule::In(delay),
             (None, None) => Schedule::Now,
         };
@@ -424,7 +429,7 @@ pub const MAX_ERROR_BYTES: usize = 16 * 1024;
 pub fn default_backoff(attempts: i32, max_backoff: f64) -> f64 {
     let exponent = (attempts.max(1) - 1).min(62);
     let delay = 2f64.powi(exponent) + 1.0;
-    delay.min(max_backoff).max(0.0)
+    delay.min(max_backoff).clamp(0.0, MAX_DELAY_SECONDS)
 }
 
 /// Shortest wait of a snooze that gives its attempt back: such a job can snooze forever, so it
@@ -441,11 +446,15 @@ pub fn snoozed_out(max_attempts: i32) -> String {
 /// commit: nothing else would have ended the job, so the attempt fails and is retried.
 pub const UNCOMMITTED_COMPLETION: &str = "job.complete(connection) was called but its transaction did not commit (rolled back or the connection failed)";
 
+/// The longest wait a job can be given: a delay, a custom backoff or a snooze. Beyond it a
+/// time is a mistake, and soon one no calendar of either store can hold.
+pub const MAX_DELAY_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// Seconds a caller asked to wait (a custom backoff, a snooze), as the store takes them:
-/// never negative, and 0 for a value that is not a number.
+/// never negative, 0 for a value that is not a number, at most [`MAX_DELAY_SECONDS`].
 pub fn clamp_delay(seconds: f64) -> f64 {
     if seconds.is_finite() {
-        seconds.max(0.0)
+        seconds.clamp(0.0, MAX_DELAY_SECONDS)
     } else {
         0.0
     }
@@ -706,6 +715,12 @@ mod tests {
         assert_eq!(clamp_delay(-4.0), 0.0);
         assert_eq!(clamp_delay(f64::NAN), 0.0);
         assert_eq!(clamp_delay(0.25), 0.25);
+        assert_eq!(
+            clamp_delay(1e300),
+            MAX_DELAY_SECONDS,
+            "no wait beyond the calendars"
+        );
+        assert_eq!(default_backoff(62, f64::MAX), MAX_DELAY_SECONDS);
     }
 
     #[test]

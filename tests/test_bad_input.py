@@ -70,6 +70,11 @@ BAD_JOBS = [
     pytest.param(E.InvalidOptionError, ("q", "a"), {"max_backoff": -1}, id="negative-backoff"),
     pytest.param(E.InvalidOptionError, ("q", "a"), {"priority": 1.5}, id="float-priority"),
     pytest.param(E.InvalidOptionError, ("q", "a"), {"priority": "1"}, id="str-priority"),
+    pytest.param(E.InvalidOptionError, ("q", "a"), {"max_attempts": 2**63}, id="huge-attempts"),
+    pytest.param(E.InvalidOptionError, ("q", "a"), {"priority": 2**100}, id="huge-priority"),
+    pytest.param(E.InvalidOptionError, ("q", "a"), {"priority": -(2**100)}, id="huge-negative-priority"),
+    pytest.param(E.InvalidScheduleError, ("q", "a"), {"delay": 1e300}, id="delay-beyond-any-calendar"),
+    pytest.param(E.InvalidScheduleError, ("q", "a"), {"delay": timedelta(days=365 * 101)}, id="delay-over-100-years"),
 ]
 
 

@@ -81,9 +81,15 @@ def _optional_seconds(name: str, value: Any, error: type[Exception] = Configurat
     return None if value is None else _seconds(name, value, error)
 
 
+#: What the core can take as an integer at all; its own, narrower ranges are checked there.
+_INT64 = range(-(2**63), 2**63)
+
+
 def _integer(name: str, value: Any, error: type[Exception] = InvalidOptionError) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise error(f"{name} must be an integer, got {value!r}")
+    if value not in _INT64:
+        raise error(f"{name} {value} is out of range")
     return value
 
 
