@@ -17,6 +17,9 @@ pub const DEFAULT_SCOPE: &str = "default";
 /// Default cap on the size of a job's params: bytes of JSON text, or of bytes params.
 pub const DEFAULT_MAX_PARAMS_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
+/// A third of the default lease: a connection that stops answering is replaced while the
+/// leases it was renewing still hold.
+pub const DEFAULT_STATEMENT_TIMEOUT: f64 = 10.0;
 pub const DEFAULT_WAKEUP_INTERVAL: f64 = 0.05;
 pub const DEFAULT_POOL_SIZE: usize = 10;
 pub const DEFAULT_CONCURRENCY: u32 = 10;
@@ -42,6 +45,7 @@ pub struct AppOptions {
     pub only_queues: Option<Vec<String>>,
     pub max_params_size: Option<i64>,
     pub connect_timeout: Option<f64>,
+    pub statement_timeout: Option<f64>,
     pub wakeup_interval: Option<f64>,
     pub pool_size: Option<i64>,
     pub concurrency: Option<i64>,
@@ -66,6 +70,7 @@ impl Default for AppOptions {
             only_queues: None,
             max_params_size: None,
             connect_timeout: None,
+            statement_timeout: None,
             wakeup_interval: None,
             pool_size: None,
             concurrency: None,
@@ -89,6 +94,11 @@ pub struct ClientConfig {
     pub max_params_size: usize,
     /// Bound on connecting and on waiting for a pooled connection.
     pub connect_timeout: Duration,
+    /// PostgreSQL: the deadline of every call on ferroq's own connections (a pooled
+    /// connection's wait and connect included). A call past it fails with a database error and
+    /// the pool's connections are replaced: a connection that stopped answering without closing
+    /// (a dead peer, a dropped route) never stalls the worker.
+    pub statement_timeout: Duration,
     /// Connections in the pool shared by enqueuing, claiming and completing.
     pub pool_size: usize,
     /// SQLite: how often a worker looks for commits made by other processes (no NOTIFY there).
@@ -181,12 +191,18 @@ impl AppOptions {
             self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
             false,
         )?;
+        let statement_timeout = seconds(
+            "statement_timeout",
+            self.statement_timeout.unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
+            false,
+        )?;
         let client = ClientConfig {
             database_url,
             scope,
             queue_kinds,
             max_params_size,
             connect_timeout,
+            statement_timeout,
             pool_size,
             wakeup_interval: seconds(
                 "wakeup_interval",

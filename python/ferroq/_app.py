@@ -248,6 +248,7 @@ class App:
         max_params_size: int | None = None,
         stop_timeout: Seconds | None = None,
         connect_timeout: Seconds | None = None,
+        statement_timeout: Seconds | None = None,
         wakeup_interval: Seconds | None = None,
         worker_name: str | None = None,
     ) -> None:
@@ -265,6 +266,7 @@ class App:
             only_queues=_optional_queue_list(only_queues),
             max_params_size=_optional_integer("max_params_size", max_params_size, ConfigurationError),
             connect_timeout=_optional_seconds("connect_timeout", connect_timeout),
+            statement_timeout=_optional_seconds("statement_timeout", statement_timeout),
             wakeup_interval=_optional_seconds("wakeup_interval", wakeup_interval),
             concurrency=_optional_integer("concurrency", concurrency, ConfigurationError),
             poll_interval=_optional_seconds("poll_interval", poll_interval),
@@ -495,20 +497,25 @@ class App:
                 raise ConfigurationError("this App's worker is already running")
             self._worker, self._executor = self._start_worker(drain=False)
 
-    def stop(self, timeout: Seconds | None = None) -> None:
+    def stop(self, timeout: Seconds | None = None) -> list[int]:
         """Stop claiming, let running jobs finish within ``timeout`` (default ``stop_timeout``),
-        then interrupt the rest and put them back in their queue without using an attempt."""
+        then interrupt the rest and put them back in their queue without using an attempt.
+
+        Returns within ``timeout`` plus 3 seconds. Returns the ids of the jobs whose performer
+        did not return even when interrupted (stuck in a C call, say): those jobs are not put
+        back, since they may still be worked on. Their leases stay renewed, and their outcomes
+        are written when they return; only the end of this process releases them."""
         with self._lock:
             worker, executor = self._worker, self._executor
             self._worker = self._executor = None
         if worker is None:
-            return
+            return []
         assert executor is not None
         self._stopping = worker
         if self._hurry_requested:
             worker.hurry()
         try:
-            worker.stop(_optional_seconds("timeout", timeout))
+            unstoppable = worker.stop(_optional_seconds("timeout", timeout))
         except ConfigurationError:
             # The timeout was refused before anything stopped: the worker runs on, still ours.
             with self._lock:
@@ -520,7 +527,8 @@ class App:
         finally:
             self._stopping = None
             self._hurry_requested = False
-        executor.close()
+        executor.close(keep_loop=bool(unstoppable))
+        return unstoppable
 
     def _hurry_stop(self) -> None:
         """Cut a stop in progress short (a second signal); a no-op when none runs."""
@@ -531,8 +539,10 @@ class App:
 
     def close(self) -> None:
         """Stop the worker if one runs and close the connection pool. The App stays usable:
-        a later call opens a new pool."""
-        self.stop()
+        a later call opens a new pool. While a performer that :meth:`stop` could not stop
+        still runs, the pool stays open: its job's lease is renewed through it."""
+        if self.stop():
+            return
         self._client.close()
 
     def _after_fork_in_child(self) -> None:

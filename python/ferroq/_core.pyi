@@ -133,7 +133,7 @@ class WorkerHandle:
     @property
     def in_flight(self) -> int: ...
     def wait_drained(self) -> None: ...
-    def stop(self, timeout: float | None = None) -> None: ...
+    def stop(self, timeout: float | None = None) -> list[int]: ...
     def hurry(self) -> None: ...
 
 @final
@@ -147,6 +147,7 @@ class Client:
         only_queues: list[str] | None = None,
         max_params_size: int | None = None,
         connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
         wakeup_interval: float | None = None,
         pool_size: int | None = None,
         concurrency: int | None = None,

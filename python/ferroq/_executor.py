@@ -137,12 +137,13 @@ class Executor:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_tasks)
 
-    def close(self) -> None:
-        """Free the threads once the worker has stopped."""
+    def close(self, keep_loop: bool = False) -> None:
+        """Free the threads once the worker has stopped. ``keep_loop``: performers that could
+        not be stopped still run, and an async one needs its loop to return and report."""
         self._watchdog.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._bound.clear()
-        if self._loop is not None:
+        if self._loop is not None and not keep_loop:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)

@@ -36,7 +36,7 @@ impl PyClient {
     #[new]
     #[pyo3(signature = (
         database_url=None, *, scope=None, queues=None, only_queues=None, max_params_size=None,
-        connect_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
+        connect_timeout=None, statement_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
         poll_interval=None, lease_ttl=None,
         cleanup_interval=Some(crate::config::DEFAULT_CLEANUP_INTERVAL), job_retention=None,
         stop_timeout=None, worker_name=None,
@@ -49,6 +49,7 @@ impl PyClient {
         only_queues: Option<Vec<String>>,
         max_params_size: Option<i64>,
         connect_timeout: Option<f64>,
+        statement_timeout: Option<f64>,
         wakeup_interval: Option<f64>,
         pool_size: Option<i64>,
         concurrency: Option<i64>,
@@ -66,6 +67,7 @@ impl PyClient {
             only_queues,
             max_params_size,
             connect_timeout,
+            statement_timeout,
             wakeup_interval,
             pool_size,
             concurrency,

@@ -175,16 +175,17 @@ impl WorkerHandle {
     }
 
     /// Graceful stop; see `Worker::stop`. `timeout` seconds, or the App's `stop_timeout`.
+    /// Returns the ids of the jobs whose performer has not returned (their leases are kept).
     #[pyo3(signature = (timeout=None))]
-    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<i64>> {
         let timeout = match timeout {
             Some(value) => seconds("timeout", value, true)?,
             None => self.stop_timeout,
         };
         let worker = self.worker.clone();
-        block_on_interruptible(py, async move { worker.stop(timeout).await })?;
+        let unstoppable = block_on_interruptible(py, async move { worker.stop(timeout).await })?;
         let dispatcher = self.dispatcher.clone();
         py.detach(|| dispatcher.close());
-        Ok(())
+        Ok(unstoppable)
     }
 }

@@ -13,6 +13,7 @@ macro_rules! sql {
 }
 
 mod caller_tx;
+mod deadline;
 mod encode;
 mod migrate;
 pub mod postgres;
@@ -286,6 +287,9 @@ pub trait Store: Send + Sync {
     fn caller_complete(&self, lease: Lease) -> CallerStatement;
     /// Close idle connections and refuse new ones; in-flight operations finish.
     fn close(&self);
+    /// Drop the pool's idle connections (new ones are made as needed): a call on one of them
+    /// did not answer in time, and the others may be stuck alike.
+    fn discard_idle_connections(&self) {}
     /// Whether the schema is created on first use (the embedded default needs no setup step).
     fn creates_schema_on_first_use(&self) -> bool {
         false
@@ -325,7 +329,10 @@ impl Backend {
 /// Open the store a database URL names. Connections are made on first use.
 pub fn open(config: &ClientConfig) -> Result<Arc<dyn Store>> {
     match Backend::from_url(&config.database_url)? {
-        Backend::Postgres => Ok(Arc::new(postgres::PgStore::new(config)?)),
+        Backend::Postgres => Ok(Arc::new(deadline::Bounded::new(
+            postgres::PgStore::new(config)?,
+            config.statement_timeout,
+        ))),
         Backend::Sqlite => Ok(Arc::new(sqlite::SqliteStore::new(config)?)),
     }
 }

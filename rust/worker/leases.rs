@@ -1,19 +1,26 @@
 //! Lease renewal from tokio: it never needs the GIL, so a performer that hogs the interpreter
-//! cannot make its own lease expire. Renewal continues during a graceful stop.
+//! cannot make its own lease expire. Renewal continues during a graceful stop, and after it
+//! for as long as a performer that could not be stopped still runs.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::Shared;
 use crate::store::Lease;
 
 pub(super) async fn keep_alive(shared: Arc<Shared>) {
     let every = shared.config.lease_ttl / 3;
+    // After a failed renewal the next try comes soon, on a fresh connection: the lease has
+    // two thirds of its time left for it.
+    let retry_after_failure = Duration::from_millis(200).min(every);
+    let mut next = every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+            _ = shared.attempts_settled.cancelled() => return,
         }
+        next = every;
         let leases: Vec<Lease> = shared
             .in_flight
             .lock()
@@ -44,10 +51,13 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
                     );
                 }
             }
-            Err(err) => log::warn!(
-                "ferroq: renewing {} leases failed ({err}); retrying",
-                leases.len()
-            ),
+            Err(err) => {
+                log::warn!(
+                    "ferroq: renewing {} leases failed ({err}); retrying",
+                    leases.len()
+                );
+                next = retry_after_failure;
+            }
         }
     }
 }

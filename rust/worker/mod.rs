@@ -178,8 +178,11 @@ struct Shared {
     progressed: Notify,
     /// Cancelled when the worker must stop claiming.
     stop_claiming: CancellationToken,
-    /// Cancelled when background tasks (leases, maintenance, listener) must end.
+    /// Cancelled at stop: the listener and the maintenance tasks end.
     shutdown: CancellationToken,
+    /// Cancelled once the worker has stopped and holds no attempt any more: lease renewal
+    /// ends. A performer that could not be stopped keeps its lease renewed until then.
+    attempts_settled: CancellationToken,
     finishes: Mutex<Option<mpsc::UnboundedSender<Finish>>>,
     processed: AtomicU64,
     /// Why a drain ended before it ran everything due: the database kept failing.
@@ -192,6 +195,42 @@ impl Shared {
     /// Attempts claimed and not yet written back.
     fn in_flight_count(&self) -> usize {
         self.in_flight.lock().unwrap().leases.len()
+    }
+
+    /// Jobs whose performer has not returned yet.
+    fn performing_jobs(&self) -> Vec<i64> {
+        let attempts = self.in_flight.lock().unwrap();
+        let mut ids: Vec<i64> = attempts
+            .leases
+            .iter()
+            .filter(|(_, entry)| !entry.reported)
+            .map(|(lease, _)| lease.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Wait until `done` holds, re-checked whenever attempts progress; false if `deadline`
+    /// passed first.
+    async fn wait_for(
+        &self,
+        deadline: Option<tokio::time::Instant>,
+        done: impl Fn(&Shared) -> bool,
+    ) -> bool {
+        loop {
+            let progressed = self.progressed.notified();
+            if done(self) {
+                return true;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, progressed).await.is_err() {
+                        return done(self);
+                    }
+                }
+                None => progressed.await,
+            }
+        }
     }
 
     /// Performer slots free to claim into. A slot frees as soon as its performer reports, so
@@ -248,22 +287,23 @@ impl Worker {
             progressed: Notify::new(),
             stop_claiming: CancellationToken::new(),
             shutdown: CancellationToken::new(),
+            attempts_settled: CancellationToken::new(),
             finishes: Mutex::new(Some(finish_tx)),
             processed: AtomicU64::new(0),
             drain_failed: Mutex::new(None),
             hurry: CancellationToken::new(),
         });
-        let mut background = vec![
-            tokio::spawn(completer::run(shared.clone(), finish_rx)),
-            tokio::spawn(leases::keep_alive(shared.clone())),
-            tokio::spawn(maintenance::rescue_loop(
-                shared.store.clone(),
-                shared.scope.clone(),
-                shared.config.rescue_interval(),
-                shared.wake.clone(),
-                shared.shutdown.clone(),
-            )),
-        ];
+        // The completer and lease renewal live as long as the worker holds attempts, which may
+        // be past stop(); they end by themselves (see `Worker::stop`).
+        tokio::spawn(completer::run(shared.clone(), finish_rx));
+        tokio::spawn(leases::keep_alive(shared.clone()));
+        let mut background = vec![tokio::spawn(maintenance::rescue_loop(
+            shared.store.clone(),
+            shared.scope.clone(),
+            shared.config.rescue_interval(),
+            shared.wake.clone(),
+            shared.shutdown.clone(),
+        ))];
         if !shared.config.drain {
             let store = shared.store.clone();
             let (scope, wake, stop) = (
@@ -319,6 +359,10 @@ impl Worker {
         if slot_opened {
             self.shared.wake.notify_one();
         }
+        if self.shared.stop_claiming.is_cancelled() {
+            // A stop waits for performers to return.
+            self.shared.progressed.notify_waiters();
+        }
     }
 
     /// Jobs whose outcome has been written since start.
@@ -351,61 +395,83 @@ impl Worker {
     }
 
     /// Graceful stop: claim nothing more, let running jobs finish within `timeout` (their
-    /// leases still renewed), then stop the rest and put them back without using an attempt.
-    pub async fn stop(&self, timeout: Duration) {
-        self.shared.stop_claiming.cancel();
-        self.shared.wake.notify_one();
-        // A drain's failure was reported by wait_drained; a stop only needs the producer gone.
-        let _ = self.wait_drained().await;
+    /// leases still renewed), then interrupt the rest, which put their jobs back without using
+    /// an attempt. Returns within `timeout` + [`INTERRUPT_GRACE`] + [`WRITE_GRACE`], whatever
+    /// the performers or the database do.
+    ///
+    /// Returns the jobs whose performer has still not returned. They are not released: a
+    /// performer stuck where no interrupt reaches (a C call, a thread that swallows it) may
+    /// still be working on its job, and no other worker may start it meanwhile. Their leases
+    /// stay renewed and their outcomes are written when they return; only the end of the
+    /// process lets their leases expire, as after a crash.
+    pub async fn stop(&self, timeout: Duration) -> Vec<i64> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let shared = &self.shared;
+        shared.stop_claiming.cancel();
+        shared.wake.notify_one();
+        // The producer ends at its next await; a claim on a connection that stopped answering
+        // ends by statement_timeout, or is abandoned at the deadline (the jobs it may have
+        // claimed are then released by their leases' expiry).
+        let producer = self.producer.lock().unwrap().take();
+        if let Some(mut producer) = producer {
+            tokio::select! {
+                _ = &mut producer => {}
+                _ = tokio::time::sleep_until(deadline) => producer.abort(),
+            }
+        }
         let finished = tokio::select! {
-            idle = self.wait_idle(timeout) => idle,
-            _ = self.shared.hurry.cancelled() => false,
+            idle = shared.wait_for(Some(deadline), |s| s.in_flight_count() == 0) => idle,
+            _ = shared.hurry.cancelled() => false,
         };
         if !finished {
             self.dispatcher.cancel_all();
-            // Give interrupted performers a moment to report their release themselves.
-            self.wait_idle(Duration::from_secs(1)).await;
+            // Interrupted performers report their release themselves.
+            let grace = tokio::time::Instant::now() + INTERRUPT_GRACE;
+            shared
+                .wait_for(Some(grace), |s| s.performing_jobs().is_empty())
+                .await;
         }
-        let leftovers: Vec<Finish> = self
-            .shared
-            .in_flight
-            .lock()
-            .unwrap()
-            .leases
-            .iter()
-            // A reported outcome is already queued for the completer; releasing that attempt
-            // would overwrite it.
-            .filter(|(_, entry)| !entry.reported)
-            .map(|(lease, entry)| finish_for(*lease, entry, Outcome::Released))
-            .collect();
-        if !leftovers.is_empty() {
-            if let Err(err) = self.shared.store.finish(&leftovers).await {
-                log::warn!("ferroq: could not release {} jobs at shutdown ({err}); their leases will expire", leftovers.len());
-            }
+        let unstoppable = shared.performing_jobs();
+        if !unstoppable.is_empty() {
+            log::warn!(
+                "ferroq: stopping: the performers of jobs {unstoppable:?} have not returned; \
+                 their leases stay renewed until they return or this process exits"
+            );
         }
-        // Closing the channel lets the completer write what it holds and end.
-        self.shared.finishes.lock().unwrap().take();
-        self.shared.shutdown.cancel();
+        tokio::spawn(settle_after_stop(shared.clone()));
+        // Write the outcomes reported so far, unless the database is away: they are then
+        // written later, or dropped and their jobs run again once the leases expire.
+        let write_by = tokio::time::Instant::now() + WRITE_GRACE;
+        let unstoppable_count = unstoppable.len();
+        shared
+            .wait_for(Some(write_by), |s| s.in_flight_count() <= unstoppable_count)
+            .await;
+        shared.shutdown.cancel();
         let handles: Vec<JoinHandle<()>> = self.background.lock().unwrap().drain(..).collect();
-        for handle in handles {
-            let _ = handle.await;
+        for mut handle in handles {
+            tokio::select! {
+                _ = &mut handle => {}
+                _ = tokio::time::sleep_until(write_by) => handle.abort(),
+            }
         }
-        *self.shared.in_flight.lock().unwrap() = Attempts::default();
+        unstoppable
     }
+}
 
-    /// Wait until no job is in flight; false when `timeout` passed first.
-    async fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let progressed = self.shared.progressed.notified();
-            if self.shared.in_flight_count() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, progressed).await.is_err() {
-                return self.shared.in_flight_count() == 0;
-            }
-        }
-    }
+/// How long `stop` waits for interrupted performers to report, past its timeout.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(1);
+/// How long `stop` waits for outcomes to be written, past the interrupts.
+pub const WRITE_GRACE: Duration = Duration::from_secs(2);
+
+/// After a stop: once every performer has returned, let the completer write what it holds and
+/// end; once nothing is in flight, end lease renewal.
+async fn settle_after_stop(shared: Arc<Shared>) {
+    shared
+        .wait_for(None, |s| s.performing_jobs().is_empty())
+        .await;
+    shared.finishes.lock().unwrap().take();
+    shared.wait_for(None, |s| s.in_flight_count() == 0).await;
+    shared.attempts_settled.cancel();
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ impl TestDb {
             queue_kinds: QueueKinds::default(),
             max_params_size: 1 << 20,
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
             pool_size: 4,
             wakeup_interval: Duration::from_millis(50),
         };

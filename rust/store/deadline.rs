@@ -1,0 +1,161 @@
+//! Every call on a networked store gets a deadline.
+//!
+//! A connection whose peer stopped answering without closing it (a dead host, a dropped
+//! route, a firewall that forgets the flow) fails no read and no write: the kernel keeps
+//! retransmitting, and a call on it would wait for good. TCP keepalive finds such a peer only
+//! after tens of seconds, and not at all when something in between still acknowledges (a
+//! proxy, a NAT). So the deadline is the store's own: a call past `statement_timeout` fails
+//! with a database error, and the idle connections of the pool are dropped, the stuck one
+//! among them once its call is abandoned. The next call connects afresh.
+//!
+//! Abandoning a call does not undo it: a write may have committed with only its answer lost.
+//! Every write the worker sends is fenced by its lease, so sending it again is harmless, and a
+//! claim whose answer is lost leaves its jobs to expire and run again (at least once).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter, Lease, Store};
+use crate::error::{Error, Result};
+use crate::job::{Job, NewJob};
+
+/// A [`Store`] whose calls end by a deadline. `migrate` (index builds may rightly take long)
+/// and `listen` (it runs until stopped, and probes its own connection) are not bounded here.
+pub struct Bounded<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S: Store> Bounded<S> {
+    pub fn new(inner: S, deadline: Duration) -> Bounded<S> {
+        Bounded { inner, deadline }
+    }
+
+    async fn within<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.deadline, call).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The abandoned call's connection went back to the pool when its future was
+                // dropped; this drops it, with the other idle ones, which may be stuck alike.
+                self.inner.discard_idle_connections();
+                Err(Error::Database(format!(
+                    "the database did not answer within statement_timeout ({:?}) while {what}; \
+                     its connections are replaced",
+                    self.deadline
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Bounded<S> {
+    async fn migrate(&self) -> Result<Vec<i32>> {
+        self.inner.migrate().await
+    }
+
+    async fn insert_jobs(&self, scope: &str, jobs: &[NewJob]) -> Result<Vec<Job>> {
+        self.within("inserting jobs", self.inner.insert_jobs(scope, jobs))
+            .await
+    }
+
+    async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
+        self.within("claiming jobs", self.inner.claim(request))
+            .await
+    }
+
+    async fn finish(&self, finishes: &[Finish]) -> Result<Vec<i64>> {
+        self.within("writing outcomes", self.inner.finish(finishes))
+            .await
+    }
+
+    async fn extend_leases(&self, leases: &[Lease], ttl: Duration) -> Result<Vec<i64>> {
+        self.within("renewing leases", self.inner.extend_leases(leases, ttl))
+            .await
+    }
+
+    async fn holds_lease(&self, lease: Lease) -> Result<bool> {
+        self.within("checking a lease", self.inner.holds_lease(lease))
+            .await
+    }
+
+    async fn rescue_expired(&self, scope: &str) -> Result<u64> {
+        self.within("rescuing expired leases", self.inner.rescue_expired(scope))
+            .await
+    }
+
+    async fn next_run_in(&self, scope: &str) -> Result<DueTimes> {
+        self.within("reading due times", self.inner.next_run_in(scope))
+            .await
+    }
+
+    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {
+        self.within(
+            "deleting completed jobs",
+            self.inner.delete_completed(scope, retention),
+        )
+        .await
+    }
+
+    async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        self.within("reading a job", self.inner.get_job(scope, id))
+            .await
+    }
+
+    async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.within("listing jobs", self.inner.list_jobs(scope, filter))
+            .await
+    }
+
+    async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64> {
+        self.within("counting jobs", self.inner.count_jobs(scope, filter))
+            .await
+    }
+
+    async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        self.within("retrying a job", self.inner.retry_job(scope, id))
+            .await
+    }
+
+    async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
+        self.within("cancelling a job", self.inner.cancel_job(scope, id))
+            .await
+    }
+
+    async fn notify(&self, scope: &str) -> Result<()> {
+        self.within("notifying workers", self.inner.notify(scope))
+            .await
+    }
+
+    async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
+        self.inner.listen(scope, wake, stop).await
+    }
+
+    fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
+        self.inner.caller_insert(scope, jobs)
+    }
+
+    fn caller_complete(&self, lease: Lease) -> CallerStatement {
+        self.inner.caller_complete(lease)
+    }
+
+    fn close(&self) {
+        self.inner.close()
+    }
+
+    fn discard_idle_connections(&self) {
+        self.inner.discard_idle_connections()
+    }
+
+    fn creates_schema_on_first_use(&self) -> bool {
+        self.inner.creates_schema_on_first_use()
+    }
+}
