@@ -103,6 +103,7 @@ async fn open_store(backend: &str) -> Arc<dyn Store> {
         queue_kinds: QueueKinds::new(HashMap::from([("bench".to_string(), 10_000)])).unwrap(),
         max_params_size: 1 << 20,
         connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(10),
         pool_size: 4,
         wakeup_interval: Duration::from_millis(50),
     };
