@@ -46,8 +46,10 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             }
             Err(err)
                 if config.drain
+                    // Counted from the start of the first claim that failed: against a
+                    // server that never answers, that one claim may take all the time.
                     && failing_since
-                        .get_or_insert_with(tokio::time::Instant::now)
+                        .get_or_insert(claim_started)
                         .elapsed()
                         >= config.drain_gives_up_after =>
             {

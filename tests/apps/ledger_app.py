@@ -2,7 +2,9 @@
 
 Environment: ``FERROQ_DATABASE_URL`` (required), ``TEST_CONCURRENCY`` (4), ``TEST_LEASE_TTL``
 (2 s), ``TEST_STOP_TIMEOUT`` (10 s), ``TEST_POLL_INTERVAL`` (60 s: tests must not rely on it),
-``TEST_SLEEP_CAP`` (no cap: the most any performer here sleeps).
+``TEST_SLEEP_CAP`` (no cap: the most any performer here sleeps), ``TEST_CONNECT_TIMEOUT`` (5 s),
+``TEST_STATEMENT_TIMEOUT`` (10 s), ``TEST_LEDGER_URL`` (the ledger's database, when it must
+not be the one under test).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ app = ferroq.App(
     lease_ttl=float(os.environ.get("TEST_LEASE_TTL", "2")),
     stop_timeout=float(os.environ.get("TEST_STOP_TIMEOUT", "10")),
     poll_interval=float(os.environ.get("TEST_POLL_INTERVAL", "60")),
+    connect_timeout=float(os.environ.get("TEST_CONNECT_TIMEOUT", "5")),
+    statement_timeout=float(os.environ.get("TEST_STATEMENT_TIMEOUT", "10")),
 )
 
 
@@ -73,3 +77,12 @@ def hangs_with_hook(job):
     record(job, "start")
     _sleep_in_steps(60)
     record(job, "finish")
+
+
+@app.performer("stuck_in_c")
+def stuck_in_c(job):
+    """Sleeps ``params["sleep"]`` seconds in one C call, where no interrupt reaches it."""
+    record(job, "start")
+    time.sleep(float(job.params["sleep"]))
+    record(job, "finish")
+    return {"pid": os.getpid()}

@@ -98,6 +98,29 @@ class Ledger:
     def finishes(self, job_id: int | None = None) -> list[dict]:
         return self.rows("finish", job_id)
 
+    def same_job_overlaps(self) -> list[tuple]:
+        """Runs of one job (by different attempts or processes) that intersect in time: the
+        one thing at-least-once delivery must never allow while a performer still runs."""
+        t, inf = self.order, self.db.infinity_sql
+        sql = f"""
+            WITH runs AS (
+                SELECT s.id AS run, s.job_id, s.attempt, s.pid, s.{t} AS started,
+                       (SELECT min(f.{t}) FROM ledger f
+                         WHERE f.event = 'finish' AND f.job_id = s.job_id
+                           AND f.attempt = s.attempt AND f.pid = s.pid) AS finished
+                  FROM ledger s WHERE s.event = 'start'
+            )
+            SELECT a.job_id, a.attempt, a.pid, b.attempt, b.pid
+              FROM runs a JOIN runs b ON a.job_id = b.job_id AND a.run < b.run
+               AND a.started < coalesce(b.finished, {inf})
+               AND b.started < coalesce(a.finished, {inf})
+        """
+        return [tuple(r) for r in self.db.execute(sql).fetchall()]
+
+    def finished_jobs(self) -> set[int]:
+        """Jobs with at least one finished run."""
+        return {r[0] for r in self.db.execute("SELECT DISTINCT job_id FROM ledger WHERE event = 'finish'").fetchall()}
+
     def overlaps(self, same_queue: bool = True) -> list[tuple]:
         """Pairs of distinct jobs (of one queue, unless ``same_queue=False``) whose runs
         intersect in time.
