@@ -59,9 +59,15 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                 return;
             }
             Err(err) => {
-                log::warn!("ferroq: claiming jobs failed ({err}); retrying in {error_backoff:?}");
+                // A drain's last retry comes when it would give up, not a long backoff later.
+                let pause = match failing_since {
+                    Some(since) if config.drain => error_backoff
+                        .min(config.drain_gives_up_after.saturating_sub(since.elapsed())),
+                    _ => error_backoff,
+                };
+                log::warn!("ferroq: claiming jobs failed ({err}); retrying in {pause:?}");
                 tokio::select! {
-                    _ = tokio::time::sleep(error_backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                     _ = shared.stop_claiming.cancelled() => return,
                 }
                 error_backoff = (error_backoff * 2).min(Duration::from_secs(5));

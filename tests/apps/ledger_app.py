@@ -83,6 +83,8 @@ def hangs_with_hook(job):
 def stuck_in_c(job):
     """Sleeps ``params["sleep"]`` seconds in one C call, where no interrupt reaches it."""
     record(job, "start")
-    time.sleep(float(job.params["sleep"]))
-    record(job, "finish")
+    try:
+        time.sleep(float(job.params["sleep"]))
+    finally:
+        record(job, "finish")  # when it really returned, interrupted or not
     return {"pid": os.getpid()}

@@ -78,6 +78,27 @@ class Ledger:
             (job.id, job.queue, job.attempts, os.getpid(), event),
         )
 
+    def record_death(self, pid: int) -> None:
+        """Note that process ``pid`` was killed now: its unfinished runs end here."""
+        self.db.execute(
+            f"INSERT INTO ledger (job_id, queue, attempt, pid, event, at) VALUES (0, '', 0, %s, 'died', {self.db.now_sql})",
+            (pid,),
+        )
+
+    def _runs_sql(self) -> str:
+        """Every run: from its start row to the finish row of the same job, attempt and pid,
+        or to its process's death, or forever."""
+        t = self.order
+        return f"""
+            SELECT s.id AS run, s.job_id, s.queue, s.attempt, s.pid, s.{t} AS started,
+                   coalesce((SELECT min(f.{t}) FROM ledger f
+                              WHERE f.event = 'finish' AND f.job_id = s.job_id
+                                AND f.attempt = s.attempt AND f.pid = s.pid),
+                            (SELECT min(d.{t}) FROM ledger d
+                              WHERE d.event = 'died' AND d.pid = s.pid AND d.{t} >= s.{t})) AS finished
+              FROM ledger s WHERE s.event = 'start'
+        """
+
     def rows(self, event: str | None = None, job_id: int | None = None) -> list[dict]:
         where, params = [], []
         if event is not None:
@@ -101,15 +122,9 @@ class Ledger:
     def same_job_overlaps(self) -> list[tuple]:
         """Runs of one job (by different attempts or processes) that intersect in time: the
         one thing at-least-once delivery must never allow while a performer still runs."""
-        t, inf = self.order, self.db.infinity_sql
+        inf = self.db.infinity_sql
         sql = f"""
-            WITH runs AS (
-                SELECT s.id AS run, s.job_id, s.attempt, s.pid, s.{t} AS started,
-                       (SELECT min(f.{t}) FROM ledger f
-                         WHERE f.event = 'finish' AND f.job_id = s.job_id
-                           AND f.attempt = s.attempt AND f.pid = s.pid) AS finished
-                  FROM ledger s WHERE s.event = 'start'
-            )
+            WITH runs AS ({self._runs_sql()})
             SELECT a.job_id, a.attempt, a.pid, b.attempt, b.pid
               FROM runs a JOIN runs b ON a.job_id = b.job_id AND a.run < b.run
                AND a.started < coalesce(b.finished, {inf})
@@ -125,18 +140,12 @@ class Ledger:
         """Pairs of distinct jobs (of one queue, unless ``same_queue=False``) whose runs
         intersect in time.
 
-        A run lasts from its start row to the finish row of the same job, attempt and pid
-        (forever if it never finished).
+        A run lasts from its start row to the finish row of the same job, attempt and pid, or
+        to the death of its process (``record_death``), or forever.
         """
-        t, inf = self.order, self.db.infinity_sql
+        inf = self.db.infinity_sql
         sql = f"""
-            WITH runs AS (
-                SELECT s.job_id, s.queue, s.{t} AS started,
-                       (SELECT min(f.{t}) FROM ledger f
-                         WHERE f.event = 'finish' AND f.job_id = s.job_id
-                           AND f.attempt = s.attempt AND f.pid = s.pid) AS finished
-                  FROM ledger s WHERE s.event = 'start'
-            )
+            WITH runs AS ({self._runs_sql()})
             SELECT a.queue, a.job_id, b.job_id
               FROM runs a JOIN runs b
                 ON {"a.queue = b.queue AND" if same_queue else ""} a.job_id < b.job_id
