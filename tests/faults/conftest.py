@@ -19,7 +19,6 @@ import time
 
 import psycopg
 import pytest
-
 from helpers.pg_cluster import PgCluster
 from helpers.tcp_proxy import TcpProxy
 

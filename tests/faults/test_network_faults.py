@@ -10,9 +10,9 @@ import signal
 import time
 
 import pytest
+from helpers.faults import finished_count, judge, timed, wait_for_finished
 
 import ferroq
-from helpers.faults import finished_count, judge, timed, wait_for_finished
 
 pytestmark = [pytest.mark.only_on("postgres")]
 
@@ -57,7 +57,11 @@ def test_every_connection_going_silent_stalls_the_worker_only_briefly(
     stop_took, _, _ = timed(lambda: worker.wait(60))
     verdict = judge(ledger, app, ids)
     fault_report(
-        **verdict.figures(), stale_accepted=0, hangs=0, recovery_s=stall, stop_s=stop_took, connections_holed=holed
+        **verdict.figures(),
+        hangs=int(stop_took >= STOP_TIMEOUT + STOP_MARGIN + 2),
+        recovery_s=stall,
+        stop_s=stop_took,
+        connections_holed=holed,
     )
     verdict.assert_clean()
     assert holed >= 2
@@ -82,7 +86,7 @@ def test_a_silent_listen_connection_is_replaced_within_seconds(
     wait_for_finished(ledger, 2, timeout=30, describe=processes.describe)
     pickup = time.monotonic() - began
     verdict = judge(ledger, app, [first.id, job.id])
-    fault_report(**verdict.figures(), stale_accepted=0, hangs=0, recovery_s=pickup)
+    fault_report(**verdict.figures(), recovery_s=pickup)
     verdict.assert_clean()
     # Probed after 2 s without a notification, given up after 3 s more, then a fresh look.
     assert pickup < 8, pickup
@@ -124,19 +128,19 @@ def test_every_call_has_a_deadline_when_the_server_cannot_be_reached(
     }.items():
         took[name], _, error = timed(call)
         assert isinstance(error, ferroq.DatabaseError), (name, error)
-        assert took[name] < bound, (name, took[name])
     took["start"], _, error = timed(app.start)
     assert error is None, error
     time.sleep(1)
     took["stop"], unstoppable, error = timed(lambda: app.stop(1))
     assert error is None and unstoppable == [], (error, unstoppable)
-    assert took["start"] < 1 and took["stop"] < 1 + STOP_MARGIN, took
+    bounds = {name: bound for name in took} | {"start": 1.0, "stop": 1 + STOP_MARGIN}
+    over = {name: round(took[name], 2) for name in took if took[name] >= bounds[name]}
     fault_report(
         jobs=0,
         lost=0,
         same_job_overlaps=0,
         queue_overlaps=0,
-        stale_accepted=0,
-        hangs=0,
+        hangs=len(over),
         slowest_call_s=max(took.values()),
     )
+    assert not over, f"calls past their bound: {over}"

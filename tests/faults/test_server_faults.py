@@ -11,9 +11,9 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from helpers.faults import finished_count, judge, timed, wait_for_finished
 
 import ferroq
-from helpers.faults import finished_count, judge, timed, wait_for_finished
 
 pytestmark = [pytest.mark.only_on("postgres")]
 
@@ -56,7 +56,7 @@ def test_a_crash_restart_mid_drain_loses_nothing_and_recovers_at_once(
     first_after = min((r["at"] for r in ledger.finishes() if r["at"] > back), default=None)
     recovery = None if first_after is None else (first_after - back).total_seconds()
     verdict = judge(ledger, app, ids)
-    fault_report(**verdict.figures(), stale_accepted=0, hangs=0, recovery_s=recovery)
+    fault_report(**verdict.figures(), recovery_s=recovery)
     verdict.assert_clean()
     assert recovery is not None and recovery < 10, recovery
 
@@ -74,9 +74,9 @@ def test_killed_backends_six_times_lose_nothing_and_stall_briefly(
         time.sleep(0.7)
     wait_for_finished(ledger, len(ids), timeout=120, describe=processes.describe)
     finishes = [r["at"] for r in ledger.finishes()]
-    longest_gap = max((b - a).total_seconds() for a, b in zip(finishes, finishes[1:]))
+    longest_gap = max((b - a).total_seconds() for a, b in zip(finishes, finishes[1:], strict=False))
     verdict = judge(ledger, app, ids)
-    fault_report(**verdict.figures(), stale_accepted=0, hangs=0, recovery_s=longest_gap)
+    fault_report(**verdict.figures(), recovery_s=longest_gap)
     verdict.assert_clean()
     assert longest_gap < 10, longest_gap
 
@@ -105,7 +105,10 @@ def test_a_20_second_outage_fails_calls_quickly_and_the_worker_recovers_by_itsel
     recovery = _finished_seconds_after(ledger, after.id, back)
     verdict = judge(ledger, app, [*before, after.id])
     fault_report(
-        **verdict.figures(), stale_accepted=0, hangs=0, recovery_s=recovery, slowest_refused_call_s=slowest_call
+        **verdict.figures(),
+        hangs=int(slowest_call >= 2 + 1.5),
+        recovery_s=recovery,
+        slowest_refused_call_s=slowest_call,
     )
     verdict.assert_clean()
     assert refused > 10
@@ -138,7 +141,7 @@ def test_a_worker_started_while_the_server_is_down_works_once_it_is_up(
     wait_for_finished(ledger, 1, timeout=30, describe=processes.describe)
     recovery = _finished_seconds_after(ledger, job.id, back)
     verdict = judge(ledger, app, [job.id])
-    fault_report(**verdict.figures(), stale_accepted=0, hangs=0, recovery_s=recovery, refused_call_s=took)
+    fault_report(**verdict.figures(), hangs=int(took >= 2 + 1.5), recovery_s=recovery, refused_call_s=took)
     verdict.assert_clean()
     assert recovery < 10, recovery
 
@@ -148,8 +151,11 @@ def test_enqueues_through_three_crash_restarts_never_lose_an_acknowledged_job(
     backend, cluster, app_factory, fault_report
 ):
     app = app_factory(url=cluster.url, connect_timeout=2, statement_timeout=2)
+    bound = 2 * 2 + 1.5  # a lost connection, then a new one refused: two connect_timeouts
     acknowledged: list[int] = []
     failed: list[str] = []
+    unexpected: list[BaseException] = []
+    slow: list[float] = []
     slowest = [0.0]
     stop = threading.Event()
 
@@ -157,13 +163,16 @@ def test_enqueues_through_three_crash_restarts_never_lose_an_acknowledged_job(
         n = 0
         while not stop.is_set():
             n += 1
-            took, job, error = timed(lambda: app.create_job("q", "noop", {"n": n}))
+            took, job, error = timed(lambda n=n: app.create_job("q", "noop", {"n": n}))
             slowest[0] = max(slowest[0], took)
+            if took >= bound:
+                slow.append(took)
             if error is None:
                 acknowledged.append(job.id)
-            else:
-                assert isinstance(error, ferroq.DatabaseError), repr(error)
+            elif isinstance(error, ferroq.DatabaseError):
                 failed.append(f"{n}")
+            else:
+                unexpected.append(error)
 
     writers = [threading.Thread(target=enqueue) for _ in range(2)]
     for writer in writers:
@@ -188,12 +197,12 @@ def test_enqueues_through_three_crash_restarts_never_lose_an_acknowledged_job(
         slowest_call_s=slowest[0],
         same_job_overlaps=0,
         queue_overlaps=0,
-        stale_accepted=0,
-        hangs=0,
+        hangs=len(slow),
     )
+    assert not unexpected, unexpected
     assert not lost, lost
     assert failed, "the restarts should have failed some calls"
-    assert slowest[0] < 2 * 2 + 1.5, slowest[0]
+    assert not slow, f"calls slower than {bound} s: {slow}"
 
 
 @pytest.mark.timeout(240)
@@ -210,7 +219,7 @@ def test_twelve_worker_processes_share_the_server_without_exhausting_it(
         time.sleep(0.2)
     wait_for_finished(ledger, len(ids), timeout=30, describe=processes.describe)
     verdict = judge(ledger, app, ids)
-    fault_report(**verdict.figures(), stale_accepted=0, hangs=0, peak_connections=peak)
+    fault_report(**verdict.figures(), peak_connections=peak)
     verdict.assert_clean()
     # Each process: its pool (up to pool_size = 10) and one LISTEN connection.
     assert peak <= len(workers) * 11 + 2, peak

@@ -21,6 +21,10 @@ class Verdict:
     same_job_overlaps: list[tuple] = field(default_factory=list)
     #: Runs of two jobs of one blocking queue that intersected in time.
     queue_overlaps: list[tuple] = field(default_factory=list)
+    #: Completed jobs whose stored result is not from the attempt that held the job last: an
+    #: outcome written by an attempt that had lost its lease. The performers of
+    #: ``tests/apps`` return their pid, which names the attempt's process.
+    stale_accepted: list[int] = field(default_factory=list)
     #: Jobs run more than once (allowed: at least once), for the record.
     reruns: int = 0
 
@@ -30,12 +34,14 @@ class Verdict:
             "lost": len(self.lost),
             "same_job_overlaps": len(self.same_job_overlaps),
             "queue_overlaps": len(self.queue_overlaps),
+            "stale_accepted": len(self.stale_accepted),
             "reruns": self.reruns,
         }
 
     def assert_clean(self, blocking: bool = True) -> None:
         assert not self.lost, f"{len(self.lost)} jobs lost: {self.lost[:20]}"
         assert not self.same_job_overlaps, f"one job ran twice at once: {self.same_job_overlaps[:10]}"
+        assert not self.stale_accepted, f"outcomes of attempts that had lost their job: {self.stale_accepted[:10]}"
         if blocking:
             assert not self.queue_overlaps, f"blocking queues ran two jobs at once: {self.queue_overlaps[:10]}"
 
@@ -43,17 +49,40 @@ class Verdict:
         return f"Verdict({asdict(self)})"
 
 
-def judge(ledger: Ledger, app, job_ids: Iterable[int]) -> Verdict:
-    """Compare what the ledger saw with what ferroq says for ``job_ids``."""
+def judge(ledger: Ledger, app, job_ids: Iterable[int], outcome_grace: float = 10.0) -> Verdict:
+    """Compare what the ledger saw with what ferroq says for ``job_ids``; a job ferroq does not
+    show completed within ``outcome_grace`` seconds is lost."""
     ids = list(job_ids)
     finished = ledger.finished_jobs()
-    not_completed = [i for i in ids if (job := app.get_job(i)) is None or job.state != "completed"]
+    jobs = {i: app.get_job(i) for i in ids}
+    # A performer writes its ledger finish before its worker writes the outcome: give the
+    # outcomes in flight a moment.
+    settle_by = time.monotonic() + outcome_grace
+    while True:
+        not_completed = [i for i, job in jobs.items() if job is None or job.state != "completed"]
+        if not not_completed or time.monotonic() > settle_by:
+            break
+        time.sleep(0.1)
+        jobs.update({i: app.get_job(i) for i in not_completed})
+    last_runner: dict[int, int] = {}
+    for start in ledger.starts():  # in time order: the last one wins
+        last_runner[start["job_id"]] = start["pid"]
+    stale = [
+        i
+        for i, job in jobs.items()
+        if job is not None
+        and job.state == "completed"
+        and isinstance(job.result, dict)
+        and "pid" in job.result
+        and job.result["pid"] != last_runner.get(i)
+    ]
     starts = ledger.db.rows("SELECT job_id, count(*) AS runs FROM ledger WHERE event = 'start' GROUP BY job_id")
     return Verdict(
         jobs=len(ids),
         lost=sorted({i for i in ids if i not in finished} | set(not_completed)),
         same_job_overlaps=ledger.same_job_overlaps(),
         queue_overlaps=ledger.overlaps(),
+        stale_accepted=stale,
         reruns=sum(r["runs"] - 1 for r in starts),
     )
 

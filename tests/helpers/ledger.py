@@ -81,7 +81,8 @@ class Ledger:
     def record_death(self, pid: int) -> None:
         """Note that process ``pid`` was killed now: its unfinished runs end here."""
         self.db.execute(
-            f"INSERT INTO ledger (job_id, queue, attempt, pid, event, at) VALUES (0, '', 0, %s, 'died', {self.db.now_sql})",
+            "INSERT INTO ledger (job_id, queue, attempt, pid, event, at)"
+            f" VALUES (0, '', 0, %s, 'died', {self.db.now_sql})",
             (pid,),
         )
 
