@@ -144,3 +144,38 @@ def test_every_call_has_a_deadline_when_the_server_cannot_be_reached(
         slowest_call_s=max(took.values()),
     )
     assert not over, f"calls past their bound: {over}"
+
+
+@pytest.mark.timeout(120)
+def test_a_call_on_a_connection_that_goes_silent_fails_by_its_deadline_and_the_next_one_works(
+    backend, cluster, proxy, app_factory, fault_report
+):
+    app_factory(url=cluster.url)  # the schema
+    app = app_factory(
+        url=proxy.url, migrate=False, connect_timeout=CONNECT_TIMEOUT, statement_timeout=STATEMENT_TIMEOUT
+    )
+    first = app.create_job("q", "record")
+    assert proxy.black_hole() >= 1
+    took = {}
+    took["create_job"], _, error = timed(lambda: app.create_job("q", "record"))
+    assert isinstance(error, ferroq.DatabaseError), error
+    assert "statement_timeout" in str(error)
+    # The silent connections were dropped: the next calls connect afresh and work.
+    took["get_job"], again, error = timed(lambda: app.get_job(first.id))
+    assert error is None, error
+    assert again.id == first.id
+    proxy.black_hole()
+    took["acreate_job"], _, error = timed(lambda: asyncio.run(app.acreate_job("q", "record")))
+    assert isinstance(error, ferroq.DatabaseError), error
+    took["list_jobs"], listed, error = timed(lambda: app.list_jobs(queue="q"))
+    assert error is None, error
+    over = {name: t for name, t in took.items() if t >= STATEMENT_TIMEOUT + 1}
+    fault_report(
+        jobs=len(listed),
+        lost=0,
+        same_job_overlaps=0,
+        queue_overlaps=0,
+        hangs=len(over),
+        slowest_call_s=max(took.values()),
+    )
+    assert not over, over
