@@ -10,7 +10,10 @@
         (b.job ->> 3)::bool AS blocking, (b.job ->> 4)::int4 AS priority,
         (b.job ->> 5)::int4 AS max_attempts, (b.job ->> 6)::float8 AS timeout,
         (b.job ->> 7)::float8 AS max_backoff,
-        timestamptz 'epoch' + (b.job ->> 8)::int8 * interval '1 microsecond' AS scheduled_at,
+        -- interval * number computes in float8, which holds whole microseconds only up to 2**53
+        -- (the year 2255): whole seconds and the microseconds left over, each exact.
+        timestamptz 'epoch' + ((b.job ->> 8)::int8 / 1000000) * interval '1 second'
+            + ((b.job ->> 8)::int8 % 1000000) * interval '1 microsecond' AS scheduled_at,
         (b.job ->> 9)::float8 AS delay,
         CASE WHEN NOT (b.job ->> 2)::bool
              THEN substring($3::bytea FROM (b.job ->> 10)::int4 + 1 FOR (b.job ->> 11)::int4)
