@@ -333,9 +333,10 @@ impl JobSpec {
                 },
             });
         }
-        // PostgreSQL's jsonb cannot store \u0000; refuse it here rather than half-way through a
-        // batch. Bytes params take any byte, NUL included.
-        if matches!(&self.params, Params::Json(text) if text.contains("\\u0000")) {
+        // PostgreSQL's text cannot hold NUL, so its JSON functions cannot give \u0000 back as
+        // text (and jsonb, the params type before schema version 5, refused it); refuse it here
+        // rather than half-way through a batch. Bytes params take any byte, NUL included.
+        if matches!(&self.params, Params::Json(text) if has_nul_escape(text)) {
             return Err(Error::InvalidParams(
                 "params must not contain NUL (\\u0000) characters".into(),
             ));
@@ -399,6 +400,24 @@ impl JobSpec {
             priority,
         })
     }
+}
+
+/// Whether JSON text holds a `\u0000` escape (the only way JSON writes NUL). Escapes are read
+/// one by one, so an escaped backslash followed by `u0000` (the text `\u0000` itself) is not one.
+fn has_nul_escape(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    // The first byte not yet read as part of an escape: the second backslash of `\\` is.
+    let mut free = 0;
+    for (at, _) in json.match_indices('\\') {
+        if at < free {
+            continue;
+        }
+        if bytes.get(at + 1..at + 6) == Some(b"u0000") {
+            return true;
+        }
+        free = at + 2;
+    }
+    false
 }
 
 /// Reject names that are empty, too long or hold NUL. Names are data: any other character is
@@ -649,6 +668,23 @@ mod tests {
         for (bad, is_expected) in cases {
             let err = bad.clone().into_new_job(false, 10).unwrap_err();
             assert!(is_expected(&err), "{bad:?} gave unexpected error {err:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_real_nul_escape_is_nul() {
+        for (json, nul) in [
+            (r#""\u0000""#, true),
+            (r#"{"a\u0000":1}"#, true),
+            (r#""\\\u0000""#, true),
+            (r#""\\u0000""#, false),
+            (r#""\\\\u0000""#, false),
+            (r#""\u00001""#, true),
+            (r#""\u0001u0000""#, false),
+            (r#""u0000""#, false),
+            ("\"\\", false),
+        ] {
+            assert_eq!(has_nul_escape(json), nul, "{json}");
         }
     }
 

@@ -1,29 +1,33 @@
-//! Batches as one JSON parameter (plus one bytes parameter for bytes params), expanded in SQL
-//! (`json_each`, `jsonb_array_elements`): a batch of any size is one statement with few
-//! parameters. SQLite takes every batch this way; PostgreSQL takes the caller's-connection
-//! insert this way, since any driver binds a string and bytes (its pool binds arrays in
-//! binary, which is faster).
+//! Batches as one JSON parameter (plus one bytes parameter holding every job's params),
+//! expanded in SQL (`json_each`, `jsonb_array_elements`): a batch of any size is one statement
+//! with few parameters. SQLite takes every batch this way; PostgreSQL takes the
+//! caller's-connection insert this way, since any driver binds a string and bytes (its pool
+//! binds arrays in binary, which is faster).
 
 use crate::job::{NewJob, Schedule};
 use crate::store::Finish;
 
 /// A batch to insert as two parameters: the JSON array `insert_jobs.sql` expands, and the
-/// bytes params of its jobs end to end, which each job's entry slices by offset and length.
-/// Bytes travel as bytes (no text encoding, no size doubling), and SQL only slices them, which
+/// params of its jobs end to end, which each job's entry slices by offset and length.
+/// Params travel outside the JSON array, so a large payload is neither escaped into it (which
+/// grows text full of quotes or backslashes) nor copied by every JSON function that reads an
+/// entry: SQLite's `json_extract` copies and parses the entry it reads, once per option, and
+/// a 50 MiB payload inside the entry cost gigabytes. Bytes params travel as bytes (no text
+/// encoding, no size doubling), JSON params as their UTF-8 text; SQL only slices them, which
 /// every supported SQLite and PostgreSQL can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsertBatch {
-    /// One array per job, in order: `[queue, action, params (JSON text; "null" for bytes
-    /// params), blocking, priority, max_attempts, timeout, max_backoff, scheduled_at (µs since
-    /// the epoch) or null, delay (s) or null, bytes offset or null, bytes length or null]`.
+    /// One array per job, in order: `[queue, action, params are JSON (true) or bytes (false),
+    /// blocking, priority, max_attempts, timeout, max_backoff, scheduled_at (µs since the
+    /// epoch) or null, delay (s) or null, params offset in bytes, params length in bytes]`.
     pub json: String,
-    /// Every bytes job's params, in order.
+    /// Every job's params, in order: JSON text as UTF-8, bytes as given.
     pub bytes: Vec<u8>,
 }
 
 /// `jobs` as an [`InsertBatch`].
 pub fn encode_insert_batch(jobs: &[NewJob]) -> InsertBatch {
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(jobs.iter().map(|job| job.params.len()).sum());
     // Tuples serialize as JSON arrays straight into the string, without building Values.
     let batch: Vec<_> = jobs
         .iter()
@@ -33,15 +37,16 @@ pub fn encode_insert_batch(jobs: &[NewJob]) -> InsertBatch {
                 Schedule::At(t) => (Some(t.timestamp_micros()), None),
                 Schedule::In(d) => (None, Some(d)),
             };
-            let slice = job.params.bytes_column().map(|own| {
-                let offset = bytes.len();
-                bytes.extend_from_slice(own);
-                (offset, own.len())
-            });
+            let own = match job.params.bytes_column() {
+                Some(own) => own,
+                None => job.params.json_column().as_bytes(),
+            };
+            let offset = bytes.len();
+            bytes.extend_from_slice(own);
             (
                 &job.queue,
                 &job.action,
-                job.params.json_column(),
+                job.params.bytes_column().is_none(),
                 job.blocking,
                 job.priority,
                 job.max_attempts,
@@ -49,8 +54,8 @@ pub fn encode_insert_batch(jobs: &[NewJob]) -> InsertBatch {
                 job.max_backoff,
                 at,
                 delay,
-                slice.map(|(offset, _)| offset),
-                slice.map(|(_, len)| len),
+                offset,
+                own.len(),
             )
         })
         .collect();
@@ -83,10 +88,10 @@ mod tests {
     use crate::job::JobSpec;
 
     #[test]
-    fn bytes_params_are_sliced_out_of_one_buffer_in_order() {
+    fn params_are_sliced_out_of_one_buffer_in_order() {
         let jobs: Vec<NewJob> = [
             JobSpec::new("q", "a", vec![1u8, 2]),
-            JobSpec::new("q", "a", r#"{"n":1}"#),
+            JobSpec::new("q", "a", r#"{"n":"\"é"}"#),
             JobSpec::new("q", "a", Vec::new()),
             JobSpec::new("q", "a", vec![0u8, 255, 3]),
         ]
@@ -94,16 +99,19 @@ mod tests {
         .map(|spec| spec.into_new_job(true, 100).unwrap())
         .collect();
         let batch = encode_insert_batch(&jobs);
-        assert_eq!(batch.bytes, vec![1, 2, 0, 255, 3]);
+        let text = r#"{"n":"\"é"}"#.as_bytes();
+        assert_eq!(batch.bytes, [&[1, 2], text, &[0, 255, 3]].concat());
+        assert!(
+            !batch.json.contains("\\\""),
+            "params are not escaped into the array"
+        );
         let rows: Vec<serde_json::Value> = serde_json::from_str(&batch.json).unwrap();
         let slice = |row: &serde_json::Value| (row[2].clone(), row[10].clone(), row[11].clone());
         use serde_json::json;
-        assert_eq!(slice(&rows[0]), (json!("null"), json!(0), json!(2)));
-        assert_eq!(
-            slice(&rows[1]),
-            (json!(r#"{"n":1}"#), json!(null), json!(null))
-        );
-        assert_eq!(slice(&rows[2]), (json!("null"), json!(2), json!(0)));
-        assert_eq!(slice(&rows[3]), (json!("null"), json!(2), json!(3)));
+        assert_eq!(slice(&rows[0]), (json!(false), json!(0), json!(2)));
+        assert_eq!(slice(&rows[1]), (json!(true), json!(2), json!(text.len())));
+        let end = 2 + text.len();
+        assert_eq!(slice(&rows[2]), (json!(false), json!(end), json!(0)));
+        assert_eq!(slice(&rows[3]), (json!(false), json!(end), json!(3)));
     }
 }

@@ -36,6 +36,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0004_binary_params.sql"),
         sqlite: include_str!("../../migrations/sqlite/0004_binary_params.sql"),
     },
+    Migration {
+        version: 5,
+        name: "json_params",
+        postgres: include_str!("../../migrations/postgres/0005_json_params.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0005_json_params.sql"),
+    },
 ];
 
 /// The versions not yet in `applied`, in order.

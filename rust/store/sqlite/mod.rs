@@ -42,6 +42,13 @@ pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes";
 
+/// JOB_COLUMNS for the rows an insert returns, with placeholders for the params: the caller
+/// has them already, and RETURNING them would hold a large payload in SQLite's RETURNING
+/// buffer, its row and the decoded String at once (three copies for one job).
+const INSERTED_COLUMNS: &str = "id, scope, queue, action, 'null' AS params, priority, id AS sequence, state, \
+    attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
+    next_attempt_at, done_at, inserted_at, error, result, lease_token, NULL AS params_bytes";
+
 /// For listings: the job a waiting job of a blocking queue waits behind (see the PostgreSQL
 /// twin). Read after JOB_COLUMNS.
 const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
@@ -70,7 +77,7 @@ macro_rules! sqlite_sql {
     };
 }
 
-sqlite_sql!(INSERT_JOBS, "insert_jobs.sql");
+sql!(INSERT_JOBS = "insert_jobs.sql", "{{job_columns}}" => INSERTED_COLUMNS, "{{now}}" => NOW);
 sqlite_sql!(RESOLVE_HEADS, "resolve_heads.sql");
 sqlite_sql!(PROMOTE_HEADS, "promote_heads.sql");
 sqlite_sql!(CONCURRENT_QUEUES_WAITING, "concurrent_queues_waiting.sql");
@@ -341,6 +348,16 @@ impl Store for SqliteStore {
             .collect::<Result<Vec<Job>>>()?;
         // RETURNING gives no order; ids follow the input order.
         inserted.sort_by_key(|job| job.id);
+        if inserted.len() != jobs.len() {
+            return Err(Error::Database(format!(
+                "SQLite inserted {} of {} jobs",
+                inserted.len(),
+                jobs.len()
+            )));
+        }
+        for (job, new) in inserted.iter_mut().zip(jobs) {
+            job.params = new.params.clone();
+        }
         Ok(inserted)
     }
 

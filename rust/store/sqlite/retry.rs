@@ -40,13 +40,26 @@ macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:block) => {
         retry_busy!(async {
             let mut pooled = $store.writer.acquire().await?;
-            let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
-            let value = {
-                let $conn: &mut sqlx::sqlite::SqliteConnection = &mut *tx;
-                $body
-            };
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(value)
+            let outcome = async {
+                let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
+                let value = {
+                    let $conn: &mut sqlx::sqlite::SqliteConnection = &mut *tx;
+                    $body
+                };
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(value)
+            }
+            .await;
+            if matches!(&outcome, Err(err) if !$crate::store::sqlite::retry::is_busy(err)) {
+                // On some errors (a full disk, an I/O error) SQLite rolls the transaction back
+                // by itself; sqlx's own rollback then fails and leaves its count of open
+                // transactions at one, so every later BEGIN on this connection would fail
+                // ("non-zero transaction depth") and the process could never write again. A
+                // new connection after a failed write costs little; a busy lock is retried on
+                // this one.
+                pooled.close_on_drop();
+            }
+            outcome
         })
     };
 }
@@ -54,7 +67,20 @@ macro_rules! write_tx {
 /// A sqlx error as the core reports it.
 pub(crate) fn db_error(err: sqlx::Error) -> Error {
     match &err {
-        sqlx::Error::Database(db) => Error::Database(format!("SQLite: {}", db.message())),
+        sqlx::Error::Database(db) => {
+            // SQLite's primary result code is the low byte of the extended one.
+            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0) & 0xff;
+            let hint = match code {
+                // SQLITE_CANTOPEN: in WAL mode even a reader must create or write the -wal and
+                // -shm files beside the database, so a read-only directory or filesystem shows
+                // up as this, with no word of being read-only.
+                14 => " (the file, or the -wal and -shm files SQLite keeps beside it, could not be opened: is the directory missing or read-only?)",
+                // SQLITE_READONLY
+                8 => " (the file or its filesystem is read-only)",
+                _ => "",
+            };
+            Error::Database(format!("SQLite: {}{hint}", db.message()))
+        }
         sqlx::Error::PoolTimedOut => {
             Error::Database("timed out waiting for a SQLite connection".into())
         }

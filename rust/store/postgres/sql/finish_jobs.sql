@@ -7,7 +7,7 @@
 WITH finished AS (
 UPDATE ferroq_jobs AS j
 SET state = f.state,
-    result = f.result::jsonb,
+    result = f.result::json,
     error = coalesce(f.error, j.error),
     attempts = j.attempts - f.refund,
     next_attempt_at = CASE WHEN f.delay IS NULL THEN NULL

@@ -18,7 +18,7 @@ WITH batch AS MATERIALIZED (
     INSERT INTO ferroq_jobs AS j
         (scope, queue, action, params, params_bytes, blocking, priority, state,
          max_attempts, timeout, max_backoff, scheduled_at, run_at, head)
-    SELECT $1, b.queue, b.action, b.params::jsonb, b.params_bytes, b.blocking, b.priority,
+    SELECT $1, b.queue, b.action, b.params::json, b.params_bytes, b.blocking, b.priority,
            CASE WHEN b.at <= now() THEN 'available' ELSE 'scheduled' END,
            b.max_attempts, b.timeout, b.max_backoff, b.at, b.at, placement.head
     FROM batch AS b LEFT JOIN placement ON placement.ord = b.ord
