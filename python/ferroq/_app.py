@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
+import re
 import signal
 import threading
 import weakref
@@ -73,7 +75,11 @@ def _seconds(name: str, value: Any, error: type[Exception] = ConfigurationError)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            # An integer beyond any float: infinite, which the core refuses as it refuses inf.
+            return math.inf if value > 0 else -math.inf
     raise error(f"{name} must be a number of seconds or a timedelta, got {value!r}")
 
 
@@ -134,12 +140,16 @@ def _params(params: Any) -> str | bytes:
 def _params_json(params: Any) -> str:
     try:
         text = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidParamsError(f"params must be JSON-serializable: {exc}") from None
-    except UnicodeEncodeError:
-        raise InvalidParamsError("params contain text that is not valid Unicode (a lone surrogate)") from None
+    # Scanned, not encoded: encoding would copy a large payload only to throw the copy away.
+    if _LONE_SURROGATE.search(text):
+        raise InvalidParamsError("params contain text that is not valid Unicode (a lone surrogate)")
     return text
+
+
+#: A UTF-16 surrogate on its own: text that has no UTF-8 form.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _utc(scheduled_at: Any) -> datetime | None:
@@ -149,7 +159,10 @@ def _utc(scheduled_at: Any) -> datetime | None:
         raise InvalidScheduleError(f"scheduled_at must be a datetime, got {scheduled_at!r}")
     if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
         raise InvalidScheduleError("scheduled_at must be timezone-aware (naive datetimes are ambiguous)")
-    return scheduled_at.astimezone(timezone.utc)
+    try:
+        return scheduled_at.astimezone(timezone.utc)
+    except OverflowError:
+        raise InvalidScheduleError(f"scheduled_at {scheduled_at} is beyond the calendar in UTC") from None
 
 
 def _job_spec(

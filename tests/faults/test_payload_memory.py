@@ -6,8 +6,8 @@ worker, in a fresh interpreter so that the peak resident size (``ru_maxrss``) be
 this job alone. The peak may grow by at most ``LIMIT`` times the payload over what the
 interpreter held before the first call (the params object itself).
 
-Measured at the time of writing: about 8x on SQLite and 4x on PostgreSQL. Of those copies,
-ferroq's Python layer makes two (``json.dumps`` and a UTF-8 check), the extension one, the
+Measured at the time of writing: about 8x on SQLite and 5x on PostgreSQL. Of those copies,
+ferroq's Python layer makes one (``json.dumps``; the Unicode check scans), the extension one, the
 batch buffer and its driver binding two more, and SQLite the rest (its bound copy, the slice,
 the JSON check, the row). Escaping the params into the batch's JSON and returning them from the
 insert once cost 49x on SQLite (2.9 GB for 58 MiB).
