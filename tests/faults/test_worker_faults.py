@@ -92,16 +92,24 @@ def test_a_killed_worker_loses_nothing_and_its_jobs_run_again_after_the_lease(
     ids = [
         j.id
         for j in app.create_jobs(
-            [{"queue": f"q{i % 20}", "action": "record", "params": {"sleep": 0.1}} for i in range(300)]
+            [{"queue": f"q{i % 20}", "action": "record", "params": {"sleep": 0.3}} for i in range(300)]
         )
     ]
     env = {"TEST_LEASE_TTL": LEASE_TTL, "TEST_CONCURRENCY": 10}
     victim = processes.worker("apps.ledger_app:app", database_url, **env)
     survivor = processes.worker("apps.ledger_app:app", database_url, **env)
+
+    def victim_mid_job() -> bool:
+        """Both workers are at work, and the victim has a job in hand."""
+        starts, finishes = ledger.starts(), ledger.finishes()
+        done = {(r["job_id"], r["attempt"]) for r in finishes if r["pid"] == victim.pid}
+        in_hand = [r for r in starts if r["pid"] == victim.pid and (r["job_id"], r["attempt"]) not in done]
+        return bool(in_hand) and any(r["pid"] == survivor.pid for r in starts)
+
     deadline = time.monotonic() + 60
-    while not {r["pid"] for r in ledger.finishes()} >= {victim.pid, survivor.pid}:
+    while not victim_mid_job():
         assert time.monotonic() < deadline, processes.describe()
-        time.sleep(0.05)
+        time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait(10)
     ledger.record_death(victim.pid)
