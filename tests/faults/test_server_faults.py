@@ -42,14 +42,20 @@ def _start_workers(processes, cluster, database_url, count: int, **env):
     ]
 
 
+def _drain_under_way(cluster, database_url, ledger, processes, app_factory, done: int):
+    """3,000 jobs in 50 blocking queues, two worker processes at them, ``done`` finished."""
+    app = app_factory(url=cluster.url)
+    ids = _enqueue(app, 3000, queues=50)
+    _start_workers(processes, cluster, database_url, 2)
+    wait_for_finished(ledger, done, timeout=60, describe=processes.describe)
+    return app, ids
+
+
 @pytest.mark.timeout(240)
 def test_a_crash_restart_mid_drain_loses_nothing_and_recovers_at_once(
     backend, cluster, database_url, ledger, processes, app_factory, fault_report
 ):
-    app = app_factory(url=cluster.url)
-    ids = _enqueue(app, 3000, queues=50)
-    _start_workers(processes, cluster, database_url, 2)
-    wait_for_finished(ledger, 600, timeout=60, describe=processes.describe)
+    app, ids = _drain_under_way(cluster, database_url, ledger, processes, app_factory, done=600)
     cluster.restart("immediate")
     back = datetime.now(timezone.utc)
     wait_for_finished(ledger, len(ids), timeout=120, describe=processes.describe)
@@ -65,10 +71,7 @@ def test_a_crash_restart_mid_drain_loses_nothing_and_recovers_at_once(
 def test_killed_backends_six_times_lose_nothing_and_stall_briefly(
     backend, cluster, database_url, ledger, processes, app_factory, fault_report
 ):
-    app = app_factory(url=cluster.url)
-    ids = _enqueue(app, 3000, queues=50)
-    _start_workers(processes, cluster, database_url, 2)
-    wait_for_finished(ledger, 300, timeout=60, describe=processes.describe)
+    app, ids = _drain_under_way(cluster, database_url, ledger, processes, app_factory, done=300)
     for _ in range(6):
         assert cluster.terminate_ferroq_connections() > 0
         time.sleep(0.7)
