@@ -33,6 +33,9 @@ pub async fn rescue_loop(
     }
 }
 
+/// Completed jobs deleted per statement by the cleaner.
+pub const CLEANUP_BATCH: i64 = 5_000;
+
 /// Delete this scope's completed jobs once they are older than the retention.
 pub async fn cleanup_loop(
     store: Arc<dyn Store>,
@@ -46,8 +49,20 @@ pub async fn cleanup_loop(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        if let Err(err) = store.delete_completed(&scope, retention).await {
-            log::warn!("ferroq: cleaning up completed jobs failed ({err})");
+        // In batches, each its own short statement (and on SQLite its own short hold of the
+        // write lock), until a batch finds fewer than it may delete.
+        loop {
+            match store
+                .delete_completed(&scope, retention, CLEANUP_BATCH)
+                .await
+            {
+                Ok(deleted) if deleted < CLEANUP_BATCH as u64 || stop.is_cancelled() => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(err) => {
+                    log::warn!("ferroq: cleaning up completed jobs failed ({err})");
+                    break;
+                }
+            }
         }
     }
 }

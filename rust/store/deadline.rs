@@ -97,10 +97,10 @@ impl<S: Store> Store for Bounded<S> {
             .await
     }
 
-    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {
+    async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {
         self.within(
             "deleting completed jobs",
-            self.inner.delete_completed(scope, retention),
+            self.inner.delete_completed(scope, retention, limit),
         )
         .await
     }

@@ -263,8 +263,8 @@ pub trait Store: Send + Sync {
     async fn rescue_expired(&self, scope: &str) -> Result<u64>;
     /// When the scope's scheduled and retrying jobs become due, seen on the database clock.
     async fn next_run_in(&self, scope: &str) -> Result<DueTimes>;
-    /// Delete completed jobs older than the retention.
-    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64>;
+    /// Delete completed jobs older than the retention, at most `limit` of them.
+    async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64>;
     async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
     async fn list_jobs(&self, scope: &str, filter: &JobFilter) -> Result<Vec<Job>>;
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64>;

@@ -528,11 +528,11 @@ impl Store for PgStore {
         })
     }
 
-    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {
+    async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {
         let client = self.client().await?;
         let statement = client.prepare_cached(&DELETE_COMPLETED).await?;
         Ok(client
-            .execute(&statement, &[&scope, &retention.as_secs_f64()])
+            .execute(&statement, &[&scope, &retention.as_secs_f64(), &limit])
             .await?)
     }
 

@@ -465,12 +465,13 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn delete_completed(&self, scope: &str, retention: Duration) -> Result<u64> {
+    async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {
         let retention = retention.as_secs_f64();
         write_tx!(self, |conn| {
             sqlx::query(DELETE_COMPLETED.as_str())
                 .bind(scope)
                 .bind(retention)
+                .bind(limit)
                 .execute(&mut *conn)
                 .await?
                 .rows_affected()

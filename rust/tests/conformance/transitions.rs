@@ -324,7 +324,7 @@ pub async fn delete_completed_deletes_only_completed_jobs_older_than_the_retenti
     let retention = Duration::from_secs(3600);
     assert_eq!(
         db.store
-            .delete_completed("default", retention)
+            .delete_completed("default", retention, 1000)
             .await
             .unwrap(),
         1
@@ -343,14 +343,26 @@ pub async fn delete_completed_deletes_only_completed_jobs_older_than_the_retenti
     );
     assert_eq!(
         db.store
-            .delete_completed("default", retention)
+            .delete_completed("default", retention, 1000)
             .await
             .unwrap(),
         0
     );
+    db.store
+        .finish(&[finish(lease(&jobs[4]), JobState::Completed)])
+        .await
+        .unwrap();
     assert_eq!(
         db.store
-            .delete_completed("default", Duration::ZERO)
+            .delete_completed("default", Duration::ZERO, 1)
+            .await
+            .unwrap(),
+        1,
+        "a statement deletes at most its limit"
+    );
+    assert_eq!(
+        db.store
+            .delete_completed("default", Duration::ZERO, 1000)
             .await
             .unwrap(),
         1,
