@@ -20,6 +20,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: f64 = 5.0;
 /// A third of the default lease: a connection that stops answering is replaced while the
 /// leases it was renewing still hold.
 pub const DEFAULT_STATEMENT_TIMEOUT: f64 = 10.0;
+/// PostgreSQL's limit for the server-side timeouts derived from it (2^31 - 1 ms, rounded down).
+pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_secs(24 * 24 * 3600);
 pub const DEFAULT_WAKEUP_INTERVAL: f64 = 0.05;
 pub const DEFAULT_POOL_SIZE: usize = 10;
 pub const DEFAULT_CONCURRENCY: u32 = 10;
@@ -196,6 +198,14 @@ impl AppOptions {
             self.statement_timeout.unwrap_or(DEFAULT_STATEMENT_TIMEOUT),
             false,
         )?;
+        // It is also the server's idle_in_transaction_session_timeout, an int of milliseconds.
+        if statement_timeout > MAX_STATEMENT_TIMEOUT {
+            return Err(Error::Configuration(format!(
+                "statement_timeout must be at most {} seconds (24 days), got {}",
+                MAX_STATEMENT_TIMEOUT.as_secs(),
+                statement_timeout.as_secs_f64()
+            )));
+        }
         let client = ClientConfig {
             database_url,
             scope,

@@ -294,6 +294,8 @@ class App:
         #: The worker a stop() is waiting for, so that a second signal can hurry it.
         self._stopping: _core.WorkerHandle | None = None
         self._hurry_requested = False
+        #: Stopped workers still holding jobs whose performer did not return (see stop()).
+        self._unstoppable_workers: list[_core.WorkerHandle] = []
         self._executor: Executor | None = None
         self._lock = threading.Lock()
         _APPS.add(self)
@@ -541,6 +543,8 @@ class App:
             self._stopping = None
             self._hurry_requested = False
         executor.close(keep_loop=bool(unstoppable))
+        if unstoppable:
+            self._unstoppable_workers.append(worker)
         return unstoppable
 
     def _hurry_stop(self) -> None:
@@ -554,7 +558,11 @@ class App:
         """Stop the worker if one runs and close the connection pool. The App stays usable:
         a later call opens a new pool. While a performer that :meth:`stop` could not stop
         still runs, the pool stays open: its job's lease is renewed through it."""
-        if self.stop():
+        self.stop()
+        # A stopped worker whose performer has not returned still renews that job's lease
+        # through this pool, whichever stop() left it behind.
+        self._unstoppable_workers = [w for w in self._unstoppable_workers if w.in_flight]
+        if self._unstoppable_workers:
             return
         self._client.close()
 
@@ -564,6 +572,9 @@ class App:
         if self._worker is not None:
             _INHERITED_WORKERS.append((self._worker, self._executor))
         self._worker = self._executor = None
+        # The parent's stopped workers are the parent's to wait for; kept, never freed here.
+        _INHERITED_WORKERS.extend((worker, None) for worker in self._unstoppable_workers)
+        self._unstoppable_workers = []
         # A thread of the parent may have held it at the fork; that thread is not here.
         self._lock = threading.Lock()
 

@@ -12,8 +12,9 @@ use crate::store::Lease;
 pub(super) async fn keep_alive(shared: Arc<Shared>) {
     let every = shared.config.lease_ttl / 3;
     // After a failed renewal the next try comes soon, on a fresh connection: the lease has
-    // two thirds of its time left for it.
-    let retry_after_failure = Duration::from_millis(200).min(every);
+    // two thirds of its time left for it. Tries back off (doubling) to the usual period.
+    let first_retry = Duration::from_millis(200).min(every);
+    let mut retry = first_retry;
     let mut next = every;
     loop {
         tokio::select! {
@@ -38,6 +39,7 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
             .await
         {
             Ok(held) => {
+                retry = first_retry;
                 if held.len() < leases.len() {
                     let held: HashSet<i64> = held.into_iter().collect();
                     let lost: Vec<i64> = leases
@@ -56,7 +58,8 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
                     "ferroq: renewing {} leases failed ({err}); retrying",
                     leases.len()
                 );
-                next = retry_after_failure;
+                next = retry;
+                retry = (retry * 2).min(every);
             }
         }
     }

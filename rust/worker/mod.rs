@@ -409,14 +409,16 @@ impl Worker {
         let shared = &self.shared;
         shared.stop_claiming.cancel();
         shared.wake.notify_one();
-        // The producer ends at its next await; a claim on a connection that stopped answering
-        // ends by statement_timeout, or is abandoned at the deadline (the jobs it may have
-        // claimed are then released by their leases' expiry).
+        // The producer ends at its next await. A claim in progress is never cut off (its
+        // transaction may commit all the same, leaving jobs leased to no one): past the deadline
+        // stop goes on without it, and the producer puts back what that claim returns.
         let producer = self.producer.lock().unwrap().take();
         if let Some(mut producer) = producer {
             tokio::select! {
+                biased;
                 _ = &mut producer => {}
-                _ = tokio::time::sleep_until(deadline) => producer.abort(),
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = shared.hurry.cancelled() => {}
             }
         }
         let finished = tokio::select! {

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Dispatch, InFlight, Shared};
-use crate::store::{ClaimRequest, DueTimes, Lease};
+use super::{finish_for, Dispatch, InFlight, Outcome, Shared};
+use crate::job::Job;
+use crate::store::{ClaimRequest, DueTimes, Finish, Lease};
 
 pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
     let config = &shared.config;
@@ -74,6 +75,12 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                 continue;
             }
         };
+        if shared.stop_claiming.is_cancelled() && !jobs.is_empty() {
+            // A stop began while this claim was under way, and may no longer wait for it: put
+            // the jobs back at once, their attempts unused, rather than start them.
+            put_back(&shared, &jobs).await;
+            return;
+        }
         let claimed = jobs.len();
         if claimed > 0 {
             {
@@ -140,5 +147,31 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             _ = tokio::time::sleep(nap) => {}
             _ = shared.stop_claiming.cancelled() => return,
         }
+    }
+}
+
+/// Release claimed jobs that will not be started.
+async fn put_back(shared: &Shared, jobs: &[Job]) {
+    let releases: Vec<Finish> = jobs
+        .iter()
+        .filter_map(|job| {
+            let lease = Lease {
+                id: job.id,
+                token: job.lease_token?,
+            };
+            let entry = InFlight {
+                attempts: job.attempts,
+                max_attempts: job.max_attempts,
+                max_backoff: job.max_backoff,
+                reported: false,
+            };
+            Some(finish_for(lease, &entry, Outcome::Released))
+        })
+        .collect();
+    if let Err(err) = shared.store.finish(&releases).await {
+        log::warn!(
+            "ferroq: could not put back {} jobs claimed as the worker stopped ({err}); their leases will expire",
+            releases.len()
+        );
     }
 }

@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 from helpers.faults import finished_count, judge, timed, wait_for_finished
 
@@ -228,3 +229,34 @@ def test_twelve_worker_processes_share_the_server_without_exhausting_it(
     assert peak <= len(workers) * 11 + 2, peak
     logs = processes.describe()
     assert "too many clients" not in logs
+
+
+@pytest.mark.timeout(120)
+def test_a_claim_still_waiting_on_the_server_when_stop_gives_up_puts_its_jobs_back(
+    backend, cluster, app_factory, fault_report
+):
+    """A claim blocked by a lock outlives stop()'s deadline: stop returns without it, and the
+    jobs that claim gets once the lock goes are put back at once, attempts unused, rather than
+    left leased to a worker that is gone."""
+    app = app_factory(url=cluster.url, concurrency=4)
+
+    @app.performer("record")
+    def record(job):
+        return None
+
+    ids = [j.id for j in app.create_jobs([{"queue": f"q{i}", "action": "record"} for i in range(4)])]
+    with psycopg.connect(cluster.url) as locker:
+        locker.execute("LOCK TABLE ferroq_jobs IN ACCESS EXCLUSIVE MODE")
+        app.start()
+        time.sleep(1)  # the worker's first claim waits on the lock
+        took, unstoppable, error = timed(lambda: app.stop(0.5))
+        assert error is None and unstoppable == [], (error, unstoppable)
+    # The lock is gone: the claim commits, and its jobs come straight back.
+    deadline = time.monotonic() + 10
+    while any(app.get_job(i).state != "available" for i in ids):
+        assert time.monotonic() < deadline, [(j.state, j.attempts) for j in map(app.get_job, ids)]
+        time.sleep(0.1)
+    jobs = [app.get_job(i) for i in ids]
+    fault_report(jobs=len(ids), lost=0, same_job_overlaps=0, queue_overlaps=0, hangs=int(took >= 0.5 + 3), stop_s=took)
+    assert took < 0.5 + 3, took
+    assert [j.attempts for j in jobs] == [0] * len(ids)

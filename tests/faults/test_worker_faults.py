@@ -32,12 +32,12 @@ def _ledger_writer(database_url: str):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("ending", ["stop", "close"])
+@pytest.mark.parametrize("ending", ["stop", "close", "stop then close"])
 def test_a_performer_stuck_in_a_c_call_keeps_its_job_through_stop(
     app_factory, database_url, ledger, processes, fault_report, ending
 ):
     """``stop()`` names the job it could not stop and keeps its lease; ``close()`` (which stops,
-    then would close the pool) keeps the pool open for that lease's renewals."""
+    then would close the pool), also after a ``stop()``, keeps the pool open for that lease."""
     record = _ledger_writer(database_url)
     app = app_factory(concurrency=2, lease_ttl=2, stop_timeout=1)
 
@@ -59,9 +59,11 @@ def test_a_performer_stuck_in_a_c_call_keeps_its_job_through_stop(
     # Another worker, ready to take the job the moment it is let go.
     other = processes.worker("apps.ledger_app:app", database_url, TEST_LEASE_TTL=2, TEST_POLL_INTERVAL=0.5)
     time.sleep(1.5)  # past the job's timeout; the other worker is up
-    if ending == "stop":
+    if ending.startswith("stop"):
         took, unstoppable, error = timed(lambda: app.stop(1))
         assert unstoppable == [job.id]
+        if ending == "stop then close":
+            app.close()  # as after app.run(): the pool must stay open for the stuck job's lease
     else:
         took, _, error = timed(app.close)  # stop_timeout is 1 s
     assert error is None, error
