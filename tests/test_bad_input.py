@@ -168,6 +168,11 @@ def test_bad_scope(database_url, scope):
         {"queues": {"emails": 0}},
         {"queues": {"emails": -3}},
         {"stop_timeout": -1},
+        {"statement_timeout": 0},
+        {"statement_timeout": -1},
+        # The server's idle_in_transaction_session_timeout takes it in int milliseconds.
+        {"statement_timeout": 25 * 24 * 3600},
+        {"statement_timeout": "10"},
     ],
     ids=lambda kw: "-".join(f"{k}={v}" for k, v in kw.items()),
 )
