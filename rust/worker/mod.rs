@@ -74,6 +74,22 @@ struct InFlight {
     reported: bool,
 }
 
+impl InFlight {
+    /// A job just claimed: its lease, and what its outcome will need.
+    fn claimed(job: &Job) -> (Lease, InFlight) {
+        let token = job
+            .lease_token
+            .expect("a claimed job carries its lease token");
+        let entry = InFlight {
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            max_backoff: job.max_backoff,
+            reported: false,
+        };
+        (Lease { id: job.id, token }, entry)
+    }
+}
+
 /// The attempts a worker holds, from claim until their outcome is written.
 #[derive(Default)]
 struct Attempts {

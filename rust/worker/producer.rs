@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{finish_for, Dispatch, InFlight, Outcome, Shared};
 use crate::job::Job;
-use crate::store::{ClaimRequest, DueTimes, Finish, Lease};
+use crate::store::{ClaimRequest, DueTimes, Finish};
 
 pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
     let config = &shared.config;
@@ -87,18 +87,8 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                 let mut attempts = shared.in_flight.lock().unwrap();
                 attempts.performing += jobs.len();
                 for job in &jobs {
-                    let token = job
-                        .lease_token
-                        .expect("a claimed job carries its lease token");
-                    attempts.leases.insert(
-                        Lease { id: job.id, token },
-                        InFlight {
-                            attempts: job.attempts,
-                            max_attempts: job.max_attempts,
-                            max_backoff: job.max_backoff,
-                            reported: false,
-                        },
-                    );
+                    let (lease, entry) = InFlight::claimed(job);
+                    attempts.leases.insert(lease, entry);
                 }
             }
             dispatcher.dispatch(jobs);
@@ -154,18 +144,9 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
 async fn put_back(shared: &Shared, jobs: &[Job]) {
     let releases: Vec<Finish> = jobs
         .iter()
-        .filter_map(|job| {
-            let lease = Lease {
-                id: job.id,
-                token: job.lease_token?,
-            };
-            let entry = InFlight {
-                attempts: job.attempts,
-                max_attempts: job.max_attempts,
-                max_backoff: job.max_backoff,
-                reported: false,
-            };
-            Some(finish_for(lease, &entry, Outcome::Released))
+        .map(|job| {
+            let (lease, entry) = InFlight::claimed(job);
+            finish_for(lease, &entry, Outcome::Released)
         })
         .collect();
     if let Err(err) = shared.store.finish(&releases).await {
