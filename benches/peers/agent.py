@@ -25,8 +25,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # -- the shared handler body ------------------------------------------------------------------
 
-MODE = "drain"  # drain | latency | blocking
+MODE = "drain"  # drain | io | latency | blocking
+IO_SLEEP = 0.005  # the io scenario: each job awaits asyncio.sleep(IO_SLEEP)
 _out_lock = threading.Lock()
+_count_lock = threading.Lock()
+_target = 0  # when set (init's "expect"), one "all_done" event once this many handlers returned
 _first_seen = False
 _running_keys: set[str] = set()
 _last_index: dict[str, int] = {}
@@ -50,17 +53,36 @@ def get(params: Any, name: str) -> Any:
     return getattr(params, name)
 
 
-async def on_job(params: Any) -> None:
-    """The body of every system's no-op handler. `params` is whatever the system hands its
-    handler (a dict, a dataclass, or pgqueuer's raw JSON bytes); it is only read when the
-    scenario measures something."""
-    global _first_seen, _overlaps, _out_of_order, _handled
+def _started(params: Any) -> None:
+    global _first_seen
     now = time.time_ns()
     if not _first_seen:
         _first_seen = True
         emit({"event": "first", "ns": now})
     if MODE == "latency":
         emit({"event": "lat", "ns": now - get(params, "t"), "seq": get(params, "seq")})
+
+
+def _finished() -> None:
+    """Counts returned handlers. The SQLite scenarios stop their clock only once the database
+    shows no job left *and* every handler has returned (huey deletes a task when it dequeues
+    it, before running it, so its database alone cannot tell a finished job from a running one)."""
+    global _handled
+    with _count_lock:
+        _handled += 1
+        done = _handled == _target
+    if done:
+        emit({"event": "all_done", "ns": time.time_ns()})
+
+
+async def on_job(params: Any) -> None:
+    """The body of every system's no-op handler. `params` is whatever the system hands its
+    handler (a dict, a dataclass, or pgqueuer's raw JSON bytes); it is only read when the
+    scenario measures something."""
+    global _overlaps, _out_of_order
+    _started(params)
+    if MODE == "io":
+        await asyncio.sleep(IO_SLEEP)  # a realistic job: it waits on I/O
     elif MODE == "blocking":
         key, index = get(params, "k"), get(params, "i")
         if key in _running_keys:
@@ -71,7 +93,19 @@ async def on_job(params: Any) -> None:
         _running_keys.add(key)
         await asyncio.sleep(0)  # give any other job of the same key a chance to overlap
         _running_keys.discard(key)
-        _handled += 1
+    _finished()
+
+
+def on_job_sync(params: Any) -> None:
+    """The same body for systems whose handlers are plain functions run by worker threads
+    (huey: it refuses `async def` tasks). Only the drain and latency modes are used there."""
+    _started(params)
+    if MODE == "io":
+        time.sleep(IO_SLEEP)
+    _finished()
+
+
+on_job.sync = on_job_sync  # type: ignore[attr-defined]
 
 
 def job_params(mode: str, n: int, keys: int) -> list[dict[str, Any]]:
@@ -94,7 +128,7 @@ def load_system(name: str) -> Any:
 
 
 async def main() -> None:
-    global MODE
+    global MODE, _target
     system_name, dsn = sys.argv[1], sys.argv[2]
     module = load_system(system_name)
     loop = asyncio.get_running_loop()
@@ -118,8 +152,16 @@ async def main() -> None:
             result: dict[str, Any] = {}
             if op == "init":
                 MODE = cmd.get("mode", "drain")
-                system = module.System(dsn, mode=MODE, keys=cmd.get("keys", 0), handler=on_job)
+                _target = cmd.get("expect", 0)
+                system = module.System(
+                    dsn,
+                    mode=MODE,
+                    keys=cmd.get("keys", 0),
+                    handler=on_job,
+                    concurrency=cmd.get("concurrency") or module.DEFAULT_CONCURRENCY,
+                )
                 result["settings"] = system.settings()
+                result["settings"]["concurrency"] = system.concurrency
             elif op == "setup":
                 await system.setup()
             elif op == "open":
@@ -135,6 +177,14 @@ async def main() -> None:
                     await system.enqueue_batch(system.prepare_batch(chunk))
                 result["seconds"] = time.perf_counter() - t0
                 result["calls"] = len(chunks)
+            elif op == "enqueue_single":
+                # Timed: n calls of the single-job API in a loop; wall and process CPU time
+                # (time.process_time(): every thread of this process, a Rust runtime's too).
+                t0, c0 = time.perf_counter(), time.process_time()
+                for i in range(cmd["n"]):
+                    await system.enqueue_one({"i": i})
+                result["seconds"] = time.perf_counter() - t0
+                result["cpu_seconds"] = time.process_time() - c0
             elif op == "produce":
                 await system.enqueue_one({"t": time.time_ns(), "seq": cmd["seq"]})
             elif op == "start_worker":

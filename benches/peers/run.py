@@ -10,6 +10,7 @@ See README.md beside this file for what each scenario and column means.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -18,11 +19,13 @@ import platform
 import queue
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,11 +34,26 @@ REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 VENVS = os.path.join(HERE, ".venvs")
 RESULTS = os.path.join(HERE, "results")
 AGENT = os.path.join(HERE, "agent.py")
+SQLITE_DIR = os.path.join(HERE, ".sqlite")  # the SQLite scenarios' files (gitignored), same disk as the repo
 SQL_DIR = os.path.join(HERE, "sql")
 PSYCOPG_PIN = "psycopg[binary]==3.3.9"
 
 PY311 = "python3.11"
 PY312_DEFAULT = "/root/.pyenv/versions/3.12.1/bin/python"
+
+# The io scenario: every job awaits asyncio.sleep(IO_SLEEP) at IO_CONCURRENCY jobs in flight,
+# so no system can exceed IO_CONCURRENCY / IO_SLEEP jobs/s.
+IO_SLEEP = 0.005
+IO_CONCURRENCY = 100
+IO_LIMIT = IO_CONCURRENCY / IO_SLEEP
+
+# ferroq's SQLite URL in the sqlite-* scenarios. `?synchronous=` is used only when this ferroq
+# understands it (probed at start, see probe_ferroq_sqlite_sync); until then ferroq runs at its
+# built-in WAL + synchronous=NORMAL, and so does huey.
+FERROQ_SQLITE_URL = "sqlite:///{path}?synchronous={sync}"
+FERROQ_SQLITE_URL_FIXED = "sqlite:///{path}"
+# huey's URL: the same form, read by systems/huey.py.
+HUEY_SQLITE_URL = "sqlite:///{path}?synchronous={sync}"
 
 # Per system: interpreter, the SQL that counts jobs not yet finished ("done" when it
 # returns 0), the SQL that counts successful completions (a check), and blocking support.
@@ -78,9 +96,32 @@ SYSTEMS: dict[str, dict[str, Any]] = {
         "completed_sql": "SELECT count(*) FROM oban_jobs WHERE state = 'completed'",
         "blocking": "no equivalent in OSS: queue limits are per node; global_limit is Oban Pro",
     },
+    # The SQLite peer: only in the sqlite-* scenarios (ferroq takes part in all).
+    "huey": {
+        "python": "3.11",
+        "sqlite_only": True,
+        "blocking": "SQLite peer: sqlite-* scenarios only",
+    },
+}
+# On SQLite (sqlite-* scenarios): the file name, the "done" query (0 = drained; the handlers
+# must also all have returned, see agent._finished) and the completed-count check.
+SQLITE_SYSTEMS: dict[str, dict[str, Any]] = {
+    "ferroq": {
+        "file": "ferroq.db",
+        "open_sql": "SELECT count(*) FROM ferroq_jobs WHERE state NOT IN ('completed','failed','discarded')",
+        "completed_sql": "SELECT count(*) FROM ferroq_jobs WHERE state = 'completed'",
+    },
+    "huey": {
+        "file": "huey.db",
+        # huey deletes a task's row when a worker dequeues it, before running it.
+        "open_sql": "SELECT count(*) FROM task",
+        "completed_sql": None,
+    },
 }
 ORDER = list(SYSTEMS)
-SCENARIOS = ["enqueue", "drain", "latency", "blocking", "ceiling"]
+PG_SCENARIOS = ["enqueue", "drain", "io", "latency", "blocking"]
+SQLITE_SCENARIOS = ["sqlite-enqueue", "sqlite-drain", "sqlite-latency"]
+SCENARIOS = [*PG_SCENARIOS, *SQLITE_SCENARIOS, "ceiling"]
 
 _children: list[subprocess.Popen] = []
 
@@ -338,6 +379,7 @@ class Agent:
         _children.append(self.proc)
         self.replies: queue.Queue[dict] = queue.Queue()
         self.events: queue.Queue[dict] = queue.Queue()
+        self.seen: list[dict] = []  # events taken off the queue by saw()
         threading.Thread(target=self._read, daemon=True).start()
         hello = self._reply("hello", 120)
         self.pid = hello["pid"]
@@ -365,6 +407,15 @@ class Agent:
         if not msg.get("ok", True) or msg.get("reply") != op:
             raise AgentError(f"{self.system}: {op} failed: {msg.get('error', msg)}")
         return msg
+
+    def saw(self, event: str) -> bool:
+        """Has the agent sent this event yet? (Moves arrived events to self.seen.)"""
+        while True:
+            try:
+                self.seen.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        return any(ev["event"] == event for ev in self.seen)
 
     def send(self, op: str, **kw: Any) -> None:
         assert self.proc.stdin
@@ -400,40 +451,94 @@ def kill(proc: subprocess.Popen) -> None:
 # -- scenarios -----------------------------------------------------------------------------------
 
 
+class Store:
+    """Where one system keeps its jobs in one scenario: its PostgreSQL database (sync None) or a
+    SQLite file in .sqlite/<system>/ (sync "normal" or "full")."""
+
+    def __init__(self, bench: Bench, system: str, sync: str | None = None) -> None:
+        self.bench, self.system, self.sync = bench, system, sync
+        self.sqlite = sync is not None
+        if self.sqlite:
+            spec = SQLITE_SYSTEMS[system]
+            self.dir = os.path.join(SQLITE_DIR, system)
+            self.path = os.path.join(self.dir, spec["file"])
+            if system == "ferroq":
+                template = FERROQ_SQLITE_URL if bench.ferroq_sync_param else FERROQ_SQLITE_URL_FIXED
+            else:
+                template = HUEY_SQLITE_URL
+            self.dsn = template.format(path=self.path, sync=sync)
+            self.db = "-sqlite-"  # no PostgreSQL backend takes part
+            self.open_sql, self.completed_sql, self.count_sql = spec["open_sql"], spec["completed_sql"], None
+        else:
+            self.db = f"bench_{system}"
+            self.dsn = bench.pg.dsn(self.db)
+            spec = SYSTEMS[system]
+            self.open_sql, self.completed_sql = spec["open_sql"], spec["completed_sql"]
+            self.count_sql = spec.get("count_sql")
+
+    def recreate(self) -> None:
+        if self.sqlite:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            os.makedirs(self.dir)
+        else:
+            self.bench.pg.recreate(self.db)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Any]:
+        if self.sqlite:
+            # Autocommit (no read transaction is held between polls); this connection never writes.
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                yield conn
+            finally:
+                conn.close()
+        else:
+            with self.bench.pg.connect(self.db) as conn:
+                yield conn
+
+    def quiesce(self, conn: Any) -> None:
+        """Before every timed phase. SQLite: the WAL is checkpointed into the database file and
+        truncated, and the page cache written out, so each system starts with an empty WAL."""
+        if self.sqlite:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            os.sync()
+        else:
+            self.bench.pg.quiesce(self.db)
+
+    def open_jobs(self, conn: Any, n: int | None = None) -> int:
+        """Jobs not finished yet: the polled "done" query (n given) or the exact check."""
+        sql = self.open_sql if n is not None else self.count_sql or self.open_sql
+        return conn.execute(sql.replace("{n}", str(n or 0))).fetchone()[0]
+
+    def label(self) -> str:
+        return f"synchronous={self.sync.upper()}" if self.sqlite else "PostgreSQL"
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, pg: Pg, pythons: dict[str, str]) -> None:
         self.args, self.pg, self.pythons = args, pg, pythons
         self.logdir = os.path.join(RESULTS, "logs")
         os.makedirs(self.logdir, exist_ok=True)
         self.settings: dict[str, Any] = {}
+        self.ferroq_sync_param = False  # set in main() from probe_ferroq_sqlite_sync
 
-    def db(self, system: str) -> str:
-        return f"bench_{system}"
+    def store(self, system: str, sync: str | None = None) -> Store:
+        return Store(self, system, sync)
 
-    def agent(self, system: str, role: str) -> Agent:
-        return Agent(
-            system,
-            self.pythons[system],
-            self.pg.dsn(self.db(system)),
-            os.path.join(self.logdir, f"{system}-{role}.log"),
-        )
+    def agent(self, system: str, role: str, store: Store) -> Agent:
+        suffix = "-sqlite" if store.sqlite else ""
+        return Agent(system, self.pythons[system], store.dsn, os.path.join(self.logdir, f"{system}{suffix}-{role}.log"))
 
-    def open_jobs(self, conn: Any, system: str, n: int | None = None) -> int:
-        """Jobs not finished yet: the polled "done" query (n given) or the exact check."""
-        sql = (
-            SYSTEMS[system]["open_sql"]
-            if n is not None
-            else SYSTEMS[system].get("count_sql") or SYSTEMS[system]["open_sql"]
-        )
-        return conn.execute(sql.replace("{n}", str(n or 0))).fetchone()[0]
-
-    def fresh(self, system: str, mode: str, keys: int = 0) -> Agent:
-        """Drop/create the system's database, install its schema; returns the setup agent."""
-        self.pg.recreate(self.db(system))
-        a = self.agent(system, "client")
+    def fresh(self, store: Store, mode: str, keys: int = 0, concurrency: int | None = None) -> Agent:
+        """Drop/create the system's database (or SQLite directory), install its schema;
+        returns the setup agent."""
+        system = store.system
+        store.recreate()
+        a = self.agent(system, "client", store)
         try:
-            info = a.call("init", mode=mode, keys=keys)
-            self.settings.setdefault(system, info.get("settings"))
+            info = a.call("init", mode=mode, keys=keys, concurrency=concurrency)
+            tag = f"{system}-sqlite-{store.sync}" if store.sqlite else system
+            self.settings.setdefault(tag, info.get("settings"))
             a.call("setup", timeout=300)
             a.call("open")
         except Exception:
@@ -441,21 +546,22 @@ class Bench:
             raise
         return a
 
-    # 1. bulk enqueue
+    # 1. bulk enqueue (PostgreSQL)
     def enqueue(self, system: str) -> dict:
         n, batch = self.args.jobs, self.args.batch
-        a = self.fresh(system, "drain")
+        store = self.store(system)
+        a = self.fresh(store, "drain")
         try:
-            self.pg.quiesce(self.db(system))
+            self.pg.quiesce(store.db)
             busy = wait_for_quiet(self.args.quiet_wait)
-            other = OtherCpu(self.db(system), a.pid)
+            other = OtherCpu(store.db, a.pid)
             r = a.call("enqueue", n=n, batch=batch, timeout=self.args.timeout)
             other_share = other.share()
             a.call("close")
         finally:
             a.close()
-        with self.pg.connect(self.db(system)) as conn:
-            count = self.open_jobs(conn, system)
+        with store.connect() as conn:
+            count = store.open_jobs(conn)
         if count != n:
             raise AgentError(f"{system}: {count} jobs in the database after enqueueing {n}")
         return {
@@ -466,29 +572,57 @@ class Bench:
             "other_cpu": other_share,
         }
 
-    # 2. drain and 4. blocking
-    def drain(self, system: str, mode: str = "drain") -> dict:
+    # sqlite-enqueue: the single-job API in a loop
+    def enqueue_single(self, system: str, sync: str) -> dict:
+        n = self.args.jobs
+        store = self.store(system, sync)
+        a = self.fresh(store, "drain")
+        try:
+            with store.connect() as conn:
+                store.quiesce(conn)
+            busy = wait_for_quiet(self.args.quiet_wait)
+            other = OtherCpu(store.db, a.pid)
+            r = a.call("enqueue_single", n=n, timeout=self.args.timeout)
+            other_share = other.share()
+            a.call("close")
+        finally:
+            a.close()
+        with store.connect() as conn:
+            count = store.open_jobs(conn)
+        if count != n:
+            raise AgentError(f"{system}: {count} jobs in the database after enqueueing {n}")
+        return {
+            "jobs_per_s": n / r["seconds"],
+            "seconds": r["seconds"],
+            "cpu_us_per_call": r["cpu_seconds"] / n * 1e6,
+            "busy_before": busy,
+            "other_cpu": other_share,
+        }
+
+    # 2. drain, io and 4. blocking on PostgreSQL; sqlite-drain (sync given)
+    def drain(self, system: str, mode: str, concurrency: int, sync: str | None = None) -> dict:
         n, batch = self.args.jobs, self.args.batch
         keys = self.args.keys if mode == "blocking" else 0
-        a = self.fresh(system, mode, keys)
+        store = self.store(system, sync)
+        a = self.fresh(store, mode, keys, concurrency)
         try:
             a.call("enqueue", n=n, batch=batch, keys=keys, timeout=self.args.timeout)
             a.call("close")
         finally:
             a.close()
-        db = self.db(system)
-        with self.pg.connect(db) as conn:
-            count = self.open_jobs(conn, system)
+        with store.connect() as conn:
+            count = store.open_jobs(conn)
             if count != n:
                 raise AgentError(f"{system}: {count} open jobs after prefilling {n}")
-            self.pg.quiesce(db)
-            w = self.agent(system, "worker")
+            store.quiesce(conn)
+            w = self.agent(system, "worker", store)
             try:
-                w.call("init", mode=mode, keys=keys)
+                # On SQLite the agent also reports when its n-th handler has returned.
+                w.call("init", mode=mode, keys=keys, concurrency=concurrency, expect=n if store.sqlite else 0)
                 busy = wait_for_quiet(self.args.quiet_wait)
                 poll = self.args.poll_interval
-                wal0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
-                other = OtherCpu(db, w.pid)
+                wal0 = None if store.sqlite else conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+                other = OtherCpu(store.db, w.pid)
                 cpu0, mach0 = proc_cpu_seconds(w.pid), machine_busy_seconds()
                 t0_ns, t0 = time.time_ns(), time.perf_counter()
                 w.call("start_worker")
@@ -496,9 +630,9 @@ class Bench:
                 deadline = t0 + self.args.timeout
                 last_t, last_rem = t0, n
                 while True:
-                    remaining = self.open_jobs(conn, system, n)
+                    remaining = store.open_jobs(conn, n)
                     now = time.perf_counter()
-                    if remaining == 0:
+                    if remaining == 0 and (not store.sqlite or w.saw("all_done")):
                         break
                     if now > deadline:
                         timed_out = True
@@ -513,19 +647,20 @@ class Bench:
                 t1 = time.perf_counter()
                 cpu1, mach1 = proc_cpu_seconds(w.pid), machine_busy_seconds()
                 other_share = other.share()
-                wal = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal0,)).fetchone()[0]
+                wal = (
+                    None
+                    if store.sqlite
+                    else conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (wal0,)).fetchone()[0]
+                )
                 stop = w.call("stop_worker", timeout=60)
                 w.call("close")
             finally:
                 w.close()
             completed = None
-            if SYSTEMS[system]["completed_sql"]:
-                completed = conn.execute(SYSTEMS[system]["completed_sql"]).fetchone()[0]
-        first_ms = None
-        while not w.events.empty():
-            ev = w.events.get()
-            if ev["event"] == "first":
-                first_ms = (ev["ns"] - t0_ns) / 1e6
+            if store.completed_sql:
+                completed = conn.execute(store.completed_sql).fetchone()[0]
+        w.saw("first")
+        first_ms = next(((ev["ns"] - t0_ns) / 1e6 for ev in w.seen if ev["event"] == "first"), None)
         done = n - remaining
         elapsed = t1 - t0
         result = {
@@ -534,31 +669,39 @@ class Bench:
             "finished": done,
             "worker_cpu_us_per_job": (cpu1 - cpu0) / max(done, 1) * 1e6,
             "machine_cpu_us_per_job": (mach1 - mach0) / max(done, 1) * 1e6,
-            "wal_bytes_per_job": float(wal) / max(done, 1),
             "first_job_ms": first_ms,
             "completed_in_sql": completed,
+            "handled": stop.get("handled"),
             "busy_before": busy,
             "other_cpu": other_share,
         }
+        if wal is not None:
+            result["wal_bytes_per_job"] = float(wal) / max(done, 1)
+        if mode == "io":
+            result["pct_of_limit"] = result["jobs_per_s"] / IO_LIMIT * 100
         if timed_out:
             result["timed_out"] = f"{remaining} of {n} still open after {self.args.timeout:.0f} s"
+        elif store.sqlite and stop.get("handled") != n:
+            result["warning"] = f"{stop.get('handled')} handler calls for {n} jobs"
         if mode == "blocking":
             result["overlaps"] = stop.get("overlaps")
             result["out_of_order"] = stop.get("out_of_order")
         return result
 
-    # 3. idle pickup latency
-    def latency(self, system: str) -> dict:
-        db = self.db(system)
-        p = self.fresh(system, "latency")
+    # 3. idle pickup latency (PostgreSQL; sqlite-latency with sync given)
+    def latency(self, system: str, sync: str | None = None) -> dict:
+        store = self.store(system, sync)
+        concurrency = self.args.latency_concurrency
+        p = self.fresh(store, "latency", concurrency=concurrency)
         w = None
         try:
-            self.pg.quiesce(db)
-            w = self.agent(system, "worker")
-            w.call("init", mode="latency")
+            with store.connect() as conn:
+                store.quiesce(conn)
+            w = self.agent(system, "worker", store)
+            w.call("init", mode="latency", concurrency=concurrency)
             w.call("start_worker")
             busy = wait_for_quiet(self.args.quiet_wait)
-            other = OtherCpu(db, w.pid, p.pid)
+            other = OtherCpu(store.db, w.pid, p.pid)
             samples: list[float] = []
             lost = 0
             total = self.args.warmup + self.args.latency_jobs
@@ -603,6 +746,35 @@ class Bench:
         if lost:
             result["lost"] = f"{lost} jobs not seen within {self.args.latency_timeout} s"
         return result
+
+
+def probe_ferroq_sqlite_sync(python: str) -> tuple[bool, str]:
+    """Does this ferroq take `?synchronous=` in its SQLite URL? It is asked to open a file with
+    `?synchronous=bogus`: a ferroq that reads the parameter refuses that (naming it); one that
+    ignores the query string opens the file at its built-in NORMAL."""
+    d = os.path.join(SQLITE_DIR, "probe")
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    code = (
+        "import sys, ferroq\n"
+        "try:\n"
+        "    app = ferroq.App(sys.argv[1], concurrency=1)\n"
+        "    app.migrate()\n"
+        "    app.close()\n"
+        "except Exception as exc:\n"
+        "    print('refused:', type(exc).__name__, exc)\n"
+        "else:\n"
+        "    print('accepted')\n"
+    )
+    url = FERROQ_SQLITE_URL.format(path=os.path.join(d, "probe.db"), sync="bogus")
+    try:
+        out = subprocess.run([python, "-c", code, url], capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    text = (out.stdout.strip() or out.stderr.strip()[-300:]).replace("\n", " ")
+    if out.returncode != 0 or (text.startswith("refused") and "synchronous" not in text.lower()):
+        raise RuntimeError(f"ferroq SQLite probe failed: {text}")
+    return text.startswith("refused"), text
 
 
 def pct(sorted_values: list[float], p: float) -> float:
@@ -774,18 +946,82 @@ def environment(pg: Pg) -> dict:
 
 # -- the table -----------------------------------------------------------------------------------
 
-# (key, label, scenario, field, higher_is_better, format, ceiling key)
-ROWS = [
-    ("enqueue", "bulk enqueue, jobs/s", "enqueue", "jobs_per_s", True, "int", "insert"),
-    ("drain", "drain, jobs/s", "drain", "jobs_per_s", True, "int", "claim_delete"),
-    ("drain_cpu", "drain: worker CPU, µs/job", "drain", "worker_cpu_us_per_job", False, "int", None),
-    ("drain_mcpu", "drain: machine CPU, µs/job", "drain", "machine_cpu_us_per_job", False, "int", None),
-    ("drain_first", "drain: first job after start, ms", "drain", "first_job_ms", False, "ms", None),
-    ("p50", "idle pickup p50, ms", "latency", "p50_ms", False, "ms", None),
-    ("p99", "idle pickup p99, ms", "latency", "p99_ms", False, "ms", None),
-    ("max", "idle pickup max, ms", "latency", "max_ms", False, "ms", None),
-    ("blocking", "blocking, 1 running/key, jobs/s", "blocking", "jobs_per_s", True, "int", "fifo_per_key"),
-]
+# One table row: (key, label, result key, field, higher_is_better, format, ceiling key).
+Row = tuple[str, str, str, str, bool, str, str | None]
+
+
+def pg_rows(args: argparse.Namespace) -> list[Row]:
+    """The PostgreSQL table's rows, in order, for the scenarios and concurrencies asked for."""
+    rows: list[Row] = [("enqueue", "bulk enqueue, jobs/s", "enqueue", "jobs_per_s", True, "int", "insert")]
+    # Machine CPU and first-job rows only for one concurrency (c=100 if swept); the JSON has all.
+    main_c = 100 if 100 in args.concurrencies else args.concurrencies[0]
+    for c in args.concurrencies:
+        key = f"drain c={c}"
+        rows += [
+            (key, f"drain c={c}, jobs/s", key, "jobs_per_s", True, "int", "claim_delete"),
+            (key + " cpu", f"drain c={c}: worker CPU, µs/job", key, "worker_cpu_us_per_job", False, "int", None),
+        ]
+        if c == main_c:
+            rows += [
+                (key + " mcpu", f"drain c={c}: machine CPU, µs/job", key, "machine_cpu_us_per_job", False, "int", None),
+                (key + " first", f"drain c={c}: first job after start, ms", key, "first_job_ms", False, "ms", None),
+            ]
+    io = f"io drain ({IO_SLEEP * 1000:g} ms jobs, c={IO_CONCURRENCY})"
+    rows += [
+        ("io", f"{io}, jobs/s", "io", "jobs_per_s", True, "int", None),
+        ("io pct", f"{io}, % of {IO_LIMIT:,.0f}/s", "io", "pct_of_limit", True, "pct", None),
+        ("io cpu", f"{io}: worker CPU, µs/job", "io", "worker_cpu_us_per_job", False, "int", None),
+    ]
+    lc = args.latency_concurrency
+    rows += [
+        ("p50", f"idle pickup p50 (c={lc}), ms", "latency", "p50_ms", False, "ms", None),
+        ("p99", f"idle pickup p99 (c={lc}), ms", "latency", "p99_ms", False, "ms", None),
+        ("max", f"idle pickup max (c={lc}), ms", "latency", "max_ms", False, "ms", None),
+        (
+            "blocking",
+            f"blocking, {args.keys:,} keys, 1 running/key (c={args.blocking_concurrency}), jobs/s",
+            "blocking",
+            "jobs_per_s",
+            True,
+            "int",
+            "fifo_per_key",
+        ),
+    ]
+    return rows
+
+
+def sqlite_rows(args: argparse.Namespace) -> list[Row]:
+    """The SQLite table's rows: per synchronous setting, enqueue, drain per concurrency, latency."""
+    rows: list[Row] = []
+    lc = args.latency_concurrency
+    for sync in args.sqlite_syncs_effective:
+        tag = f"[synchronous={sync.upper()}]"
+        key = f"sqlite-enqueue {sync}"
+        rows += [
+            (key, f"single enqueue {tag}, jobs/s", key, "jobs_per_s", True, "int", None),
+            (key + " cpu", f"single enqueue {tag}: CPU, µs/call", key, "cpu_us_per_call", False, "int", None),
+        ]
+        for c in args.sqlite_concurrencies:
+            key = f"sqlite-drain {sync} c={c}"
+            rows += [
+                (key, f"drain c={c} {tag}, jobs/s", key, "jobs_per_s", True, "int", None),
+                (
+                    key + " cpu",
+                    f"drain c={c} {tag}: worker CPU, µs/job",
+                    key,
+                    "worker_cpu_us_per_job",
+                    False,
+                    "int",
+                    None,
+                ),
+            ]
+        key = f"sqlite-latency {sync}"
+        rows += [
+            (key + " p50", f"idle pickup p50 (c={lc}) {tag}, ms", key, "p50_ms", False, "ms", None),
+            (key + " p99", f"idle pickup p99 (c={lc}) {tag}, ms", key, "p99_ms", False, "ms", None),
+            (key + " max", f"idle pickup max (c={lc}) {tag}, ms", key, "max_ms", False, "ms", None),
+        ]
+    return rows
 
 
 def fmt(v: Any, kind: str) -> str:
@@ -795,17 +1031,28 @@ def fmt(v: Any, kind: str) -> str:
         return f"{v:,.0f}"
     if kind == "ms":
         return f"{v:,.1f}"
+    if kind == "pct":
+        return f"{v:,.1f} %"
     return str(v)
 
 
-def build_table(results: dict, ceil: dict | None, systems: list[str], keys: int) -> tuple[str, list[str], list[dict]]:
+def build_table(
+    results: dict,
+    ceil: dict | None,
+    systems: list[str],
+    row_specs: list[Row],
+    notes: list[str],
+    with_ceiling: bool = True,
+) -> tuple[str, list[dict]]:
+    """One table; its notes are appended to `notes` (shared by the tables of one run)."""
     peers = [s for s in systems if s != "ferroq"]
     header = ["scenario", *systems]
     if "ferroq" in systems and peers:
         header += ["best peer", "ferroq ÷ best"]
-    header += ["SQL ceiling"]
-    rows, notes, records = [], [], []
-    note_ids: dict[str, int] = {}
+    if with_ceiling:
+        header += ["SQL ceiling"]
+    rows, records = [], []
+    note_ids: dict[str, int] = {text: i + 1 for i, text in enumerate(notes)}
 
     def note(text: str) -> str:
         if text not in note_ids:
@@ -813,10 +1060,9 @@ def build_table(results: dict, ceil: dict | None, systems: list[str], keys: int)
             notes.append(text)
         return f"[{note_ids[text]}]"
 
-    for key, label, scen, field, higher, kind, ceil_key in ROWS:
+    for key, label, scen, field, higher, kind, ceil_key in row_specs:
         if scen not in results:
             continue
-        label = label.replace("1 running/key", f"{keys:,} keys, 1 running/key")
         cells, values = [], {}
         for s in systems:
             r = results[scen].get(s)
@@ -844,14 +1090,15 @@ def build_table(results: dict, ceil: dict | None, systems: list[str], keys: int)
                 record.update({"best_peer": best, "ferroq_over_best": ratio, "higher_is_better": higher})
             else:
                 cells += ["–", "–"]
-        cv = None
-        if ceil and ceil_key and ceil_key in ceil:
-            cv = ceil[ceil_key]["median"]["rows_per_s"]
-        cells.append(fmt(cv, "int") + " rows/s" if cv is not None else "")
-        record["sql_ceiling_rows_per_s"] = cv
+        if with_ceiling:
+            cv = None
+            if ceil and ceil_key and ceil_key in ceil:
+                cv = ceil[ceil_key]["median"]["rows_per_s"]
+            cells.append(fmt(cv, "int") + " rows/s" if cv is not None else "")
+            record["sql_ceiling_rows_per_s"] = cv
         rows.append([label, *cells])
         records.append(record)
-    if not rows and ceil:
+    if not rows and ceil and with_ceiling:
         for name, label in (("insert", "insert"), ("claim_delete", "claim + delete"), ("fifo_per_key", "FIFO per key")):
             rows.append(
                 [
@@ -870,7 +1117,7 @@ def build_table(results: dict, ceil: dict | None, systems: list[str], keys: int)
         )
         if i == 0:
             lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines), notes, records
+    return ("\n".join(lines) if rows else ""), records
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -889,12 +1136,33 @@ def summarize(runs: list[dict]) -> dict:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", type=int, default=20_000, help="N for enqueue, drain and blocking (default 20,000)")
+    ap.add_argument(
+        "--jobs", type=int, default=20_000, help="N for enqueue, drain, io, blocking and sqlite-* (default 20,000)"
+    )
     ap.add_argument("--runs", type=int, default=3, help="runs per cell; the table shows medians (default 3)")
     ap.add_argument("--only", default=",".join(ORDER), help=f"systems, comma-separated (default {','.join(ORDER)})")
     ap.add_argument("--scenario", default=",".join(SCENARIOS), help=f"scenarios (default {','.join(SCENARIOS)})")
     ap.add_argument("--batch", type=int, default=1000, help="jobs per bulk-enqueue call (default 1,000)")
     ap.add_argument("--keys", type=int, default=1000, help="keys/queues in the blocking scenario (default 1,000)")
+    ap.add_argument(
+        "--concurrency",
+        default="10,100,1000",
+        help="drain: worker concurrencies, one row each, the same for every system (default 10,100,1000)",
+    )
+    ap.add_argument(
+        "--blocking-concurrency", type=int, default=1000, help="worker concurrency in the blocking scenario (1,000)"
+    )
+    ap.add_argument(
+        "--latency-concurrency", type=int, default=100, help="worker concurrency in the latency scenarios (100)"
+    )
+    ap.add_argument(
+        "--sqlite-sync",
+        default="full",
+        help="SQLite synchronous setting(s) for ferroq and huey: normal, full or normal,full (default full)",
+    )
+    ap.add_argument(
+        "--sqlite-concurrency", default="10,100", help="worker concurrencies of sqlite-drain (default 10,100)"
+    )
     ap.add_argument("--latency-jobs", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--latency-gap", type=float, default=0.02, help="pause after a job ran before the next (s)")
@@ -943,6 +1211,22 @@ def parse_args() -> argparse.Namespace:
             ap.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
     args.systems = [s for s in ORDER if s in args.systems]
     args.scenarios = [s for s in SCENARIOS if s in args.scenarios]
+
+    def ints(text: str, flag: str) -> list[int]:
+        try:
+            values = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            ap.error(f"{flag}: comma-separated integers")
+        if not values or min(values) < 1:
+            ap.error(f"{flag}: at least one value, each >= 1")
+        return values
+
+    args.concurrencies = ints(args.concurrency, "--concurrency")
+    args.sqlite_concurrencies = ints(args.sqlite_concurrency, "--sqlite-concurrency")
+    args.sqlite_syncs = [x.strip().lower() for x in args.sqlite_sync.split(",") if x.strip()]
+    if not args.sqlite_syncs or any(x not in ("normal", "full") for x in args.sqlite_syncs):
+        ap.error("--sqlite-sync: normal, full or normal,full")
+    args.sqlite_syncs_effective = list(args.sqlite_syncs)  # main() may fall back to normal
     return args
 
 
@@ -965,6 +1249,74 @@ def main() -> int:
     bench = Bench(args, pg, pythons)
     results: dict[str, dict] = {}
     ceil = None
+    sqlite_notes: list[str] = []
+    sqlite_asked = [x for x in args.scenarios if x in SQLITE_SCENARIOS]
+    if sqlite_asked and "ferroq" in args.systems and "ferroq" not in failures:
+        try:
+            bench.ferroq_sync_param, probe = probe_ferroq_sqlite_sync(pythons["ferroq"])
+        except Exception as exc:
+            failures["ferroq"] = str(exc)
+            probe = str(exc)
+        log(
+            f"ferroq SQLite ?synchronous= probe: {probe} -> "
+            + ("supported" if bench.ferroq_sync_param else "not supported")
+        )
+        if not bench.ferroq_sync_param and "full" in args.sqlite_syncs:
+            # Durability must be equal: until ferroq can run at FULL, both run at NORMAL.
+            args.sqlite_syncs_effective = ["normal"]
+            sqlite_notes.append(
+                "this ferroq does not read ?synchronous= in its SQLite URL (it runs at WAL + synchronous=NORMAL), "
+                f"so the sqlite-* rows asked at {','.join(x.upper() for x in args.sqlite_syncs)} ran at NORMAL "
+                f"for ferroq and huey alike (probe: {probe})"
+            )
+        args.ferroq_sqlite_probe = probe
+    pg_systems = [s for s in args.systems if not SYSTEMS[s].get("sqlite_only")]
+    sqlite_systems = [s for s in args.systems if s in SQLITE_SYSTEMS]
+
+    def cell(key: str, kind: str, system: str, one_run: Callable[[], dict]) -> None:
+        """R runs of one system in one result row group; the medians and the flags."""
+        if system in failures:
+            results[key][system] = {"na": failures[system]}
+            return
+        runs, error = [], None
+        for i in range(args.runs):
+            log(f"{key} {system} run {i + 1}/{args.runs}")
+            try:
+                r = one_run()
+            except Exception as exc:
+                error = str(exc)
+                log(f"  failed: {error}")
+                break
+            log("  " + ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+            runs.append(r)
+        if error and not runs:
+            results[key][system] = {"na": error, "runs": runs}
+            return
+        entry = {"runs": runs, **summarize(runs)}
+        flags = [r[k] for r in runs for k in ("timed_out", "lost", "warning") if r.get(k)]
+        busy = [r["busy_before"] for r in runs if r.get("busy_before", 0) >= 0.25]
+        if busy:
+            flags.append(f"machine {max(busy):.0%} busy (other processes) just before {len(busy)} of the timed runs")
+        other = [r["other_cpu"] for r in runs if r.get("other_cpu", 0) >= args.other_cpu_flag]
+        if other:
+            flags.append(
+                f"other processes used up to {max(other):.0%} of the machine during {len(other)} of the timed runs"
+            )
+        if error:
+            flags.append(f"run {len(runs) + 1} failed: {error}")
+        if kind == "blocking":
+            if any(r.get("overlaps") for r in runs):
+                flags.append("overlapping jobs of one key seen")
+            if any(r.get("out_of_order") for r in runs):
+                flags.append("jobs of one key ran out of FIFO order")
+        if kind in ("drain", "blocking") and any(
+            r.get("completed_in_sql") is not None and r["completed_in_sql"] != args.jobs for r in runs
+        ):
+            flags.append("completed count in the database differs from N")
+        if flags:
+            entry["flags"] = list(dict.fromkeys(flags))
+        results[key][system] = entry
+
     try:
         for scen in args.scenarios:
             if scen == "ceiling":
@@ -975,75 +1327,71 @@ def main() -> int:
                     log(f"ceilings failed: {exc}")
                     ceil = {"error": str(exc)}
                 continue
-            results[scen] = {}
-            for s in args.systems:
-                if s in failures:
-                    results[scen][s] = {"na": failures[s]}
-                    continue
-                if scen == "blocking" and SYSTEMS[s]["blocking"]:
-                    results[scen][s] = {"na": SYSTEMS[s]["blocking"]}
-                    continue
-                runs, error = [], None
-                for i in range(args.runs):
-                    log(f"{scen} {s} run {i + 1}/{args.runs}")
-                    try:
-                        if scen == "enqueue":
-                            r = bench.enqueue(s)
-                        elif scen == "drain":
-                            r = bench.drain(s, "drain")
-                        elif scen == "blocking":
-                            r = bench.drain(s, "blocking")
-                        else:
-                            r = bench.latency(s)
-                    except Exception as exc:
-                        error = str(exc)
-                        log(f"  failed: {error}")
-                        break
-                    log("  " + ", ".join(f"{k}={v:,.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
-                    runs.append(r)
-                if error and not runs:
-                    results[scen][s] = {"na": error, "runs": runs}
-                    continue
-                entry = {"runs": runs, **summarize(runs)}
-                flags = [r[k] for r in runs for k in ("timed_out", "lost", "warning") if r.get(k)]
-                busy = [r["busy_before"] for r in runs if r.get("busy_before", 0) >= 0.25]
-                if busy:
-                    flags.append(
-                        f"machine {max(busy):.0%} busy (other processes) just before {len(busy)} of the timed runs"
-                    )
-                other = [r["other_cpu"] for r in runs if r.get("other_cpu", 0) >= args.other_cpu_flag]
-                if other:
-                    flags.append(
-                        f"other processes used up to {max(other):.0%} of the machine"
-                        f" during {len(other)} of the timed runs"
-                    )
-                if error:
-                    flags.append(f"run {len(runs) + 1} failed: {error}")
-                if scen == "blocking":
-                    if any(r.get("overlaps") for r in runs):
-                        flags.append("overlapping jobs of one key seen")
-                    if any(r.get("out_of_order") for r in runs):
-                        flags.append("jobs of one key ran out of FIFO order")
-                if scen in ("drain", "blocking") and any(
-                    r.get("completed_in_sql") is not None and r["completed_in_sql"] != args.jobs for r in runs
-                ):
-                    flags.append("completed count in SQL differs from N")
-                if flags:
-                    entry["flags"] = flags
-                results[scen][s] = entry
+            if scen == "drain":
+                for c in args.concurrencies:
+                    key = f"drain c={c}"
+                    results[key] = {}
+                    for s in pg_systems:
+                        cell(key, "drain", s, lambda s=s, c=c: bench.drain(s, "drain", c))
+            elif scen == "io":
+                results["io"] = {}
+                for s in pg_systems:
+                    cell("io", "drain", s, lambda s=s: bench.drain(s, "io", IO_CONCURRENCY))
+            elif scen == "enqueue":
+                results["enqueue"] = {}
+                for s in pg_systems:
+                    cell("enqueue", "enqueue", s, lambda s=s: bench.enqueue(s))
+            elif scen == "latency":
+                results["latency"] = {}
+                for s in pg_systems:
+                    cell("latency", "latency", s, lambda s=s: bench.latency(s))
+            elif scen == "blocking":
+                results["blocking"] = {}
+                for s in pg_systems:
+                    if SYSTEMS[s]["blocking"]:
+                        results["blocking"][s] = {"na": SYSTEMS[s]["blocking"]}
+                        continue
+                    cell("blocking", "blocking", s, lambda s=s: bench.drain(s, "blocking", args.blocking_concurrency))
+            else:
+                for sync in args.sqlite_syncs_effective:
+                    if scen == "sqlite-enqueue":
+                        key = f"sqlite-enqueue {sync}"
+                        results[key] = {}
+                        for s in sqlite_systems:
+                            cell(key, "enqueue", s, lambda s=s, sync=sync: bench.enqueue_single(s, sync))
+                    elif scen == "sqlite-drain":
+                        for c in args.sqlite_concurrencies:
+                            key = f"sqlite-drain {sync} c={c}"
+                            results[key] = {}
+                            for s in sqlite_systems:
+                                cell(key, "drain", s, lambda s=s, sync=sync, c=c: bench.drain(s, "drain", c, sync))
+                    else:
+                        key = f"sqlite-latency {sync}"
+                        results[key] = {}
+                        for s in sqlite_systems:
+                            cell(key, "latency", s, lambda s=s, sync=sync: bench.latency(s, sync))
     finally:
         for proc in _children:
             kill(proc)
         if not args.keep_databases:
-            for s in args.systems:
+            for s in pg_systems:
                 try:
                     pg.drop(f"bench_{s}")
                 except Exception as exc:
                     log(f"could not drop bench_{s}: {exc}")
+            shutil.rmtree(SQLITE_DIR, ignore_errors=True)
 
-    table, notes, records = build_table(
-        results, ceil if ceil and "error" not in ceil else None, args.systems, args.keys
-    )
+    notes: list[str] = []
+    good_ceil = ceil if ceil and "error" not in ceil else None
+    pg_table, pg_records = build_table(results, good_ceil, pg_systems, pg_rows(args), notes)
+    sqlite_table, sqlite_records = "", []
+    if sqlite_asked:
+        for text in sqlite_notes:
+            notes.append(text)
+        sqlite_table, sqlite_records = build_table(
+            results, None, sqlite_systems, sqlite_rows(args), notes, with_ceiling=False
+        )
+    records = pg_records + sqlite_records
     env = environment(pg)
     elapsed = time.perf_counter() - started
     built = env.get("ferroq_built_from") or ""
@@ -1063,15 +1411,24 @@ def main() -> int:
     )
     print()
     print(title)
-    print(table)
+    table = pg_table
+    if pg_table:
+        print(pg_table)
+    if sqlite_table:
+        head = f"SQLite: ferroq vs huey, files under {os.path.relpath(SQLITE_DIR, REPO)}/ (same disk as the repo)"
+        print(("\n" if pg_table else "") + head)
+        print(sqlite_table)
+        table = (pg_table + "\n\n" if pg_table else "") + head + "\n" + sqlite_table
     for i, n in enumerate(notes, 1):
         print(f"[{i}] {n}")
     if ceil and "error" in ceil:
         print(f"SQL ceilings failed: {ceil['error']}")
     print(
-        "ferroq ÷ best: ferroq's median over the best peer's; above 1 is better for jobs/s, below 1 for ms and µs.\n"
-        "SQL ceiling: pgbench on a bare table, same server (insert / claim+delete / FIFO-per-key claim+delete)."
+        "ferroq ÷ best: ferroq's median over the best peer's; above 1 is better for jobs/s and %, "
+        "below 1 for ms and µs."
     )
+    if pg_table:
+        print("SQL ceiling: pgbench on a bare table, same server (insert / claim+delete / FIFO-per-key claim+delete).")
     doc = {
         "title": title,
         "command": " ".join([os.path.relpath(__file__, os.getcwd()), *sys.argv[1:]]),
@@ -1082,7 +1439,8 @@ def main() -> int:
                 "python": pythons.get(s),
                 "settings": bench.settings.get(s),
                 "pip_freeze": freeze.get(s),
-                "done_sql": SYSTEMS[s]["open_sql"],
+                "done_sql": SYSTEMS[s].get("open_sql"),
+                "sqlite_done_sql": SQLITE_SYSTEMS.get(s, {}).get("open_sql"),
             }
             for s in args.systems
         },

@@ -8,7 +8,7 @@ from typing import Any
 
 import awa
 
-MAX_WORKERS = 256
+DEFAULT_CONCURRENCY = 256  # run.py always sends the concurrency of the scenario
 POLL_INTERVAL_MS = 50
 
 
@@ -20,7 +20,10 @@ class Noop:
 
 
 class System:
-    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any, concurrency: int) -> None:
+        # Worker concurrency: the queue's max_workers in start([(queue, max_workers)]), the
+        # jobs of that queue one client runs at once (global_max_workers left unset).
+        self.concurrency = concurrency
         if mode == "blocking":
             raise RuntimeError("awa has no per-key 'one running job at a time' guarantee")
         self.client = awa.AsyncClient(dsn)
@@ -33,7 +36,8 @@ class System:
         return {
             "version": version("awa-pg"),
             "bulk_api": "AsyncClient.enqueue_many_copy (COPY into queue storage)",
-            "worker": f"start([('bench', {MAX_WORKERS})], poll_interval_ms={POLL_INTERVAL_MS}), queue-storage engine",
+            "worker": f"start([('bench', {self.concurrency})], poll_interval_ms={POLL_INTERVAL_MS}), "
+            "queue-storage engine",
             "blocking": None,
         }
 
@@ -54,7 +58,7 @@ class System:
         await self.client.insert(Noop(**params), queue="bench")
 
     async def start_worker(self) -> None:
-        await self.client.start([("bench", MAX_WORKERS)], poll_interval_ms=POLL_INTERVAL_MS)
+        await self.client.start([("bench", self.concurrency)], poll_interval_ms=POLL_INTERVAL_MS)
 
     async def stop_worker(self) -> None:
         await self.client.shutdown(10_000)

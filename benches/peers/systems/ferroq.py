@@ -1,4 +1,8 @@
-"""ferroq, from the repository (built into .venvs/ferroq with `pip install /work/main`)."""
+"""ferroq, from the repository (built into .venvs/ferroq with `pip install /work/main`).
+
+The same module serves PostgreSQL and SQLite: `dsn` is whatever run.py passes, a
+`postgresql://` URL or `sqlite:///<dir>/ferroq.db` (with `?synchronous=full|normal` when this
+ferroq understands it; run.py checks that, see FERROQ_SQLITE_URL there)."""
 
 from __future__ import annotations
 
@@ -6,16 +10,16 @@ from typing import Any
 
 import ferroq
 
-CONCURRENCY = 1000
-QUEUE_LIMIT = 1000
+DEFAULT_CONCURRENCY = 1000  # run.py always sends the concurrency of the scenario
 
 
 class System:
-    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
-        self.mode = mode
-        # Concurrent queue "bench"; the k0..k999 queues of the blocking scenario are not
-        # listed, so they are blocking queues (one running job per queue, FIFO).
-        self.app = ferroq.App(dsn, concurrency=CONCURRENCY, queues={"bench": QUEUE_LIMIT})
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any, concurrency: int) -> None:
+        self.mode, self.dsn, self.concurrency = mode, dsn, concurrency
+        # Concurrent queue "bench" limited to the same `concurrency` jobs in flight; the
+        # k0..k999 queues of the blocking scenario are not listed, so they are blocking queues
+        # (one running job per queue, FIFO).
+        self.app = ferroq.App(dsn, concurrency=concurrency, queues={"bench": concurrency})
 
         @self.app.performer("noop")
         async def noop(job: Any) -> None:
@@ -25,7 +29,8 @@ class System:
         return {
             "version": ferroq.__version__,
             "bulk_api": "App.create_jobs (one round trip per call)",
-            "worker": f"App(concurrency={CONCURRENCY}, queues={{'bench': {QUEUE_LIMIT}}}).start()",
+            "worker": f"App(concurrency={self.concurrency}, queues={{'bench': {self.concurrency}}}).start()",
+            "database_url": self.dsn,
             "blocking": "queues k0..k999 not listed in queues= (blocking FIFO queues)",
         }
 

@@ -9,7 +9,7 @@ from oban import Oban, worker
 from oban.schema import install
 from psycopg_pool import AsyncConnectionPool
 
-LIMIT = 100
+DEFAULT_CONCURRENCY = 100  # run.py always sends the concurrency of the scenario
 POOL_MAX = 20
 
 
@@ -23,8 +23,11 @@ class Noop:
 
 
 class System:
-    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any, concurrency: int) -> None:
         global _handler
+        # Worker concurrency: the queue's limit in Oban(queues={queue: limit}), the jobs of
+        # that queue this node runs at once (OSS: a local limit).
+        self.concurrency = concurrency
         if mode == "blocking":
             raise RuntimeError(
                 "Oban OSS limits are per node (local_limit); a global one-at-a-time limit "
@@ -39,7 +42,7 @@ class System:
         return {
             "version": version("oban"),
             "bulk_api": "Oban.enqueue_many (OSS inserts one row per statement)",
-            "worker": f"Oban(queues={{'bench': {LIMIT}}}), pool max {POOL_MAX}",
+            "worker": f"Oban(queues={{'bench': {self.concurrency}}}), pool max {POOL_MAX}",
             "blocking": None,
         }
 
@@ -67,7 +70,7 @@ class System:
 
     async def start_worker(self) -> None:
         await self._pool()
-        self.oban = Oban(pool=self.pool, queues={"bench": LIMIT})
+        self.oban = Oban(pool=self.pool, queues={"bench": self.concurrency})
         await self.oban.start()
 
     async def stop_worker(self) -> None:

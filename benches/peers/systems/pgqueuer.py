@@ -12,13 +12,16 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
 
-BATCH_SIZE = 100
-MAX_CONCURRENT_TASKS = 1000
+DEFAULT_CONCURRENCY = 1000  # run.py always sends the concurrency of the scenario
 
 
 class System:
-    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any, concurrency: int) -> None:
         self.dsn, self.mode, self.keys, self.handler = dsn, mode, keys, handler
+        # Worker concurrency: max_concurrent_tasks; jobs fetched per dequeue round trip
+        # follow it (at most half of it, never above pgqueuer's default-sized 100).
+        self.concurrency = concurrency
+        self.batch_size = min(100, max(1, concurrency // 2))
         self.conn = None
         self.queries = None
         self.qm = None
@@ -28,7 +31,7 @@ class System:
         return {
             "version": version("pgqueuer"),
             "bulk_api": "Queries.enqueue(list of entrypoints, payloads, priorities) over asyncpg",
-            "worker": f"QueueManager.run(batch_size={BATCH_SIZE}, max_concurrent_tasks={MAX_CONCURRENT_TASKS}), "
+            "worker": f"QueueManager.run(batch_size={self.batch_size}, max_concurrent_tasks={self.concurrency}), "
             "continuous mode, AsyncpgDriver(one connection)",
             "blocking": "one entrypoint per key (k0..k999), each with concurrency_limit=1 (enforced in SQL)",
         }
@@ -72,7 +75,7 @@ class System:
                 self.qm.entrypoint(f"k{k}", concurrency_limit=1)(noop)
         else:
             self.qm.entrypoint("noop")(noop)
-        self.task = asyncio.create_task(self.qm.run(batch_size=BATCH_SIZE, max_concurrent_tasks=MAX_CONCURRENT_TASKS))
+        self.task = asyncio.create_task(self.qm.run(batch_size=self.batch_size, max_concurrent_tasks=self.concurrency))
 
     async def stop_worker(self) -> None:
         self.qm.shutdown.set()

@@ -8,13 +8,16 @@ from typing import Any
 
 import procrastinate
 
-CONCURRENCY = 100
+DEFAULT_CONCURRENCY = 100  # run.py always sends the concurrency of the scenario
 POOL_MAX = 20
 
 
 class System:
-    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any) -> None:
+    def __init__(self, dsn: str, *, mode: str, keys: int, handler: Any, concurrency: int) -> None:
         self.mode = mode
+        # Worker concurrency: run_worker_async(concurrency=...), the number of jobs one worker
+        # runs at once (procrastinate >= 3: asyncio tasks in one process).
+        self.concurrency = concurrency
         self.app = procrastinate.App(
             connector=procrastinate.PsycopgConnector(conninfo=dsn, min_size=1, max_size=POOL_MAX)
         )
@@ -31,7 +34,7 @@ class System:
         return {
             "version": version("procrastinate"),
             "bulk_api": "Task.batch_defer_async (blocking: JobManager.batch_defer_jobs_async with lock= per job)",
-            "worker": f"run_worker_async(concurrency={CONCURRENCY}, wait=True, listen_notify=True), "
+            "worker": f"run_worker_async(concurrency={self.concurrency}, wait=True, listen_notify=True), "
             f"pool max {POOL_MAX}, delete_jobs default (never)",
             "blocking": "lock='k<n>' per job: no two jobs with the same lock run at once",
         }
@@ -67,7 +70,7 @@ class System:
         await self._open()
         self.task = asyncio.create_task(
             self.app.run_worker_async(
-                queues=["bench"], concurrency=CONCURRENCY, wait=True, install_signal_handlers=False
+                queues=["bench"], concurrency=self.concurrency, wait=True, install_signal_handlers=False
             )
         )
 
