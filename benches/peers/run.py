@@ -537,8 +537,10 @@ class Bench:
         a = self.agent(system, "client", store)
         try:
             info = a.call("init", mode=mode, keys=keys, concurrency=concurrency)
-            tag = f"{system}-sqlite-{store.sync}" if store.sqlite else system
-            self.settings.setdefault(tag, info.get("settings"))
+            # Per system, the settings of each (store, mode, concurrency) it ran with.
+            settings = info.get("settings") or {}
+            tag = f"{'sqlite ' + store.sync if store.sqlite else 'postgresql'} {mode} c={settings.get('concurrency')}"
+            self.settings.setdefault(system, {}).setdefault(tag, settings)
             a.call("setup", timeout=300)
             a.call("open")
         except Exception:
@@ -1319,6 +1321,9 @@ def main() -> int:
 
     try:
         for scen in args.scenarios:
+            if scen in PG_SCENARIOS and not pg_systems or scen in SQLITE_SCENARIOS and not sqlite_systems:
+                log(f"{scen}: none of the selected systems takes part, skipped")
+                continue
             if scen == "ceiling":
                 log("SQL ceilings with pgbench")
                 try:
@@ -1385,7 +1390,7 @@ def main() -> int:
     good_ceil = ceil if ceil and "error" not in ceil else None
     pg_table, pg_records = build_table(results, good_ceil, pg_systems, pg_rows(args), notes)
     sqlite_table, sqlite_records = "", []
-    if sqlite_asked:
+    if sqlite_asked and sqlite_systems:
         for text in sqlite_notes:
             notes.append(text)
         sqlite_table, sqlite_records = build_table(
