@@ -752,11 +752,8 @@ class Bench:
 
 def probe_ferroq_sqlite_sync(python: str) -> tuple[bool, str]:
     """Does this ferroq take `?synchronous=` in its SQLite URL? It is asked to open a file with
-    `?synchronous=bogus`: a ferroq that reads the parameter refuses that (naming it); one that
-    ignores the query string opens the file at its built-in NORMAL."""
-    d = os.path.join(SQLITE_DIR, "probe")
-    shutil.rmtree(d, ignore_errors=True)
-    os.makedirs(d)
+    `?synchronous=bogus`: a ferroq that reads the parameter refuses that, and opens one with
+    `?synchronous=full`; one that ignores the query string opens both (at its built-in NORMAL)."""
     code = (
         "import sys, ferroq\n"
         "try:\n"
@@ -768,15 +765,28 @@ def probe_ferroq_sqlite_sync(python: str) -> tuple[bool, str]:
         "else:\n"
         "    print('accepted')\n"
     )
-    url = FERROQ_SQLITE_URL.format(path=os.path.join(d, "probe.db"), sync="bogus")
-    try:
-        out = subprocess.run([python, "-c", code, url], capture_output=True, text=True, timeout=120)
-    finally:
+
+    def attempt(sync: str) -> str:
+        d = os.path.join(SQLITE_DIR, "probe")
         shutil.rmtree(d, ignore_errors=True)
-    text = (out.stdout.strip() or out.stderr.strip()[-300:]).replace("\n", " ")
-    if out.returncode != 0 or (text.startswith("refused") and "synchronous" not in text.lower()):
-        raise RuntimeError(f"ferroq SQLite probe failed: {text}")
-    return text.startswith("refused"), text
+        os.makedirs(d)
+        url = FERROQ_SQLITE_URL.format(path=os.path.join(d, "probe.db"), sync=sync)
+        try:
+            out = subprocess.run([python, "-c", code, url], capture_output=True, text=True, timeout=120)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        text = (out.stdout.strip() or out.stderr.strip()[-300:]).replace("\n", " ")
+        if out.returncode != 0:
+            raise RuntimeError(f"ferroq SQLite probe failed: {text}")
+        return text
+
+    bogus = attempt("bogus")
+    if bogus == "accepted":
+        return False, "synchronous=bogus accepted (query string ignored)"
+    full = attempt("full")
+    if full != "accepted":
+        raise RuntimeError(f"ferroq SQLite probe failed: synchronous=full {full}")
+    return True, f"synchronous=bogus {bogus}; synchronous=full accepted"
 
 
 def pct(sorted_values: list[float], p: float) -> float:
