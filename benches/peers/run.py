@@ -1262,12 +1262,13 @@ def main() -> int:
     results: dict[str, dict] = {}
     ceil = None
     sqlite_notes: list[str] = []
+    sqlite_failures: dict[str, str] = {}  # systems that cannot run the sqlite-* scenarios
     sqlite_asked = [x for x in args.scenarios if x in SQLITE_SCENARIOS]
     if sqlite_asked and "ferroq" in args.systems and "ferroq" not in failures:
         try:
             bench.ferroq_sync_param, probe = probe_ferroq_sqlite_sync(pythons["ferroq"])
         except Exception as exc:
-            failures["ferroq"] = str(exc)
+            sqlite_failures["ferroq"] = str(exc)
             probe = str(exc)
         log(
             f"ferroq SQLite ?synchronous= probe: {probe} -> "
@@ -1287,8 +1288,9 @@ def main() -> int:
 
     def cell(key: str, kind: str, system: str, one_run: Callable[[], dict]) -> None:
         """R runs of one system in one result row group; the medians and the flags."""
-        if system in failures:
-            results[key][system] = {"na": failures[system]}
+        failed = failures.get(system) or (key.startswith("sqlite-") and sqlite_failures.get(system))
+        if failed:
+            results[key][system] = {"na": failed}
             return
         runs, error = [], None
         for i in range(args.runs):
