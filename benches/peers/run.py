@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: ferroq and its PostgreSQL peers on one local server.
+"""Side-by-side benchmark: ferroq and its PostgreSQL peers on one local server, and ferroq and
+huey on SQLite files.
 
     python benches/peers/run.py                       # everything, N=20,000, 3 runs
     python benches/peers/run.py --only ferroq,pgqueuer --scenario drain,latency --runs 1
+    python benches/peers/run.py --scenario drain,io --concurrency 100
+    python benches/peers/run.py --only ferroq,huey --scenario sqlite-drain --sqlite-sync normal,full
 
 See README.md beside this file for what each scenario and column means.
 """
