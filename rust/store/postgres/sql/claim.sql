@@ -92,6 +92,8 @@ SET state = 'running',
     next_attempt_at = NULL,
     lease_token = nextval('ferroq_lease_token_seq'),
     lease_expires_at = now() + $6 * interval '1 second'
-FROM claimable
-WHERE j.id = claimable.id
+-- The ids as one array: each is then a primary-key lookup. Joined to the CTE instead, the
+-- generic plan of this prepared statement guesses the batch at a thousand rows and hashes a
+-- sequential scan of the whole table, on every claim (8 ms at 20,000 rows, growing with it).
+WHERE j.id = ANY (ARRAY(SELECT claimable.id FROM claimable))
 RETURNING {{job_columns}}
