@@ -33,6 +33,13 @@ pub const DEFAULT_JOB_RETENTION: f64 = 7.0 * 24.0 * 3600.0;
 pub const DEFAULT_CLEANUP_INTERVAL: f64 = 300.0;
 /// How long a graceful stop waits for running jobs.
 pub const DEFAULT_STOP_TIMEOUT: f64 = 30.0;
+/// Unless set, a worker claims ahead as many jobs as it runs at once, up to this many: enough
+/// that a freed slot is refilled from memory while the next claim is under way, few enough
+/// that one worker does not hoard the work of many.
+pub const MAX_DEFAULT_PREFETCH: u32 = 100;
+/// How long a job claimed ahead may wait in a worker for a free slot before it is handed back
+/// to the queue (EctoJob's reservation timeout).
+pub const DEFAULT_RESERVATION_TIMEOUT: f64 = 2.0;
 
 /// Everything an App can be configured with, as a caller gives it.
 #[derive(Debug, Clone)]
@@ -51,6 +58,10 @@ pub struct AppOptions {
     pub wakeup_interval: Option<f64>,
     pub pool_size: Option<i64>,
     pub concurrency: Option<i64>,
+    /// Jobs claimed ahead beyond the running ones; None: as many as `concurrency`, up to
+    /// [`MAX_DEFAULT_PREFETCH`]; 0 turns claiming ahead off.
+    pub prefetch: Option<i64>,
+    pub reservation_timeout: Option<f64>,
     pub poll_interval: Option<f64>,
     pub lease_ttl: Option<f64>,
     /// Seconds between cleanups ([`DEFAULT_CLEANUP_INTERVAL`] unless set); None turns the
@@ -76,6 +87,8 @@ impl Default for AppOptions {
             wakeup_interval: None,
             pool_size: None,
             concurrency: None,
+            prefetch: None,
+            reservation_timeout: None,
             poll_interval: None,
             lease_ttl: None,
             cleanup_interval: Some(DEFAULT_CLEANUP_INTERVAL),
@@ -112,6 +125,11 @@ pub struct ClientConfig {
 pub struct WorkerConfig {
     /// Jobs this process runs at once, all queues together.
     pub concurrency: u32,
+    /// Jobs claimed ahead, beyond the running ones, as set; None derives it from
+    /// `concurrency` (see [`WorkerConfig::prefetch`]).
+    pub prefetch: Option<u32>,
+    /// How long a job claimed ahead waits for a slot before it is handed back.
+    pub reservation_timeout: Duration,
     /// Safety poll: new and due jobs are found without waiting for it.
     pub poll_interval: Duration,
     /// How long a claim's lease lasts without renewal; renewed every third of it.
@@ -239,10 +257,29 @@ impl AppOptions {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(default_worker_name);
         validate_name("worker name", &worker_name)?;
+        let prefetch = match self.prefetch {
+            None => None,
+            Some(n) if n < 0 => {
+                return Err(Error::Configuration(format!(
+                    "prefetch must be 0 or more, got {n}"
+                )))
+            }
+            Some(n) => Some(
+                u32::try_from(n)
+                    .map_err(|_| Error::Configuration(format!("prefetch {n} is too large")))?,
+            ),
+        };
         let worker = WorkerConfig {
             concurrency: u32::try_from(concurrency).map_err(|_| {
                 Error::Configuration(format!("concurrency {concurrency} is too large"))
             })?,
+            prefetch,
+            reservation_timeout: seconds(
+                "reservation_timeout",
+                self.reservation_timeout
+                    .unwrap_or(DEFAULT_RESERVATION_TIMEOUT),
+                false,
+            )?,
             poll_interval: seconds(
                 "poll_interval",
                 self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),
@@ -286,6 +323,12 @@ impl WorkerConfig {
         self.concurrency = u32::try_from(n)
             .map_err(|_| Error::Configuration(format!("concurrency {n} is too large")))?;
         Ok(())
+    }
+
+    /// Jobs claimed ahead beyond the running ones.
+    pub fn prefetch(&self) -> usize {
+        self.prefetch
+            .unwrap_or(self.concurrency.min(MAX_DEFAULT_PREFETCH)) as usize
     }
 
     /// How often expired leases are looked for: often enough that a dead worker's job is back

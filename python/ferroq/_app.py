@@ -242,7 +242,9 @@ class App:
 
     Options left as ``None`` take ferroq's defaults: ``database_url`` from
     ``$FERROQ_DATABASE_URL``, else ``sqlite:///ferroq.db``; scope ``"default"``; poll every
-    60 s; 10 jobs at once; 30 s leases; completed jobs kept 7 days and cleaned every
+    60 s; 10 jobs at once, with as many claimed ahead (at most 100; ``prefetch=0`` turns
+    claiming ahead off), each handed back if it waits ``reservation_timeout`` (2 s) for a free
+    slot; 30 s leases; completed jobs kept 7 days and cleaned every
     ``cleanup_interval`` (``None`` turns the cleanup off); a graceful stop waits 30 s.
     """
 
@@ -253,6 +255,8 @@ class App:
         scope: str | None = None,
         poll_interval: Seconds | None = None,
         concurrency: int | None = None,
+        prefetch: int | None = None,
+        reservation_timeout: Seconds | None = None,
         queues: Mapping[str, int] | None = None,
         only_queues: Iterable[str] | None = None,
         job_retention: Seconds | None = None,
@@ -282,6 +286,8 @@ class App:
             statement_timeout=_optional_seconds("statement_timeout", statement_timeout),
             wakeup_interval=_optional_seconds("wakeup_interval", wakeup_interval),
             concurrency=_optional_integer("concurrency", concurrency, ConfigurationError),
+            prefetch=_optional_integer("prefetch", prefetch, ConfigurationError),
+            reservation_timeout=_optional_seconds("reservation_timeout", reservation_timeout),
             poll_interval=_optional_seconds("poll_interval", poll_interval),
             lease_ttl=_optional_seconds("lease_ttl", lease_ttl),
             cleanup_interval=_optional_seconds("cleanup_interval", cleanup_interval),
@@ -333,6 +339,17 @@ class App:
     @concurrency.setter
     def concurrency(self, value: int) -> None:
         self._client.concurrency = _integer("concurrency", value, ConfigurationError)
+
+    @property
+    def prefetch(self) -> int:
+        """Jobs a worker claims ahead beyond its running ones: a freed slot is refilled from
+        them while the next claim is under way. They hold their leases and show as running."""
+        return self._client.prefetch
+
+    @property
+    def reservation_timeout(self) -> float:
+        """How long a job claimed ahead waits for a free slot before it is handed back."""
+        return self._client.reservation_timeout
 
     @property
     def poll_interval(self) -> float:

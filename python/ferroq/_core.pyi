@@ -127,7 +127,7 @@ class CallerStatement:
 
 @final
 class WorkerHandle:
-    def report_many(self, outcomes: Sequence[tuple[Job, Outcome]]) -> None: ...
+    def report_many(self, outcomes: Sequence[tuple[Job, Outcome]]) -> list[Job]: ...
     @property
     def processed(self) -> int: ...
     @property
@@ -151,6 +151,8 @@ class Client:
         wakeup_interval: float | None = None,
         pool_size: int | None = None,
         concurrency: int | None = None,
+        prefetch: int | None = None,
+        reservation_timeout: float | None = None,
         poll_interval: float | None = None,
         lease_ttl: float | None = None,
         cleanup_interval: float | None = ...,
@@ -174,6 +176,10 @@ class Client:
     def concurrency(self) -> int: ...
     @concurrency.setter
     def concurrency(self, value: int) -> None: ...
+    @property
+    def prefetch(self) -> int: ...
+    @property
+    def reservation_timeout(self) -> float: ...
     @property
     def poll_interval(self) -> float: ...
     @property

@@ -114,21 +114,33 @@ class Executor:
     def submit(self, jobs: list[Job]) -> None:
         """Start a claimed batch. Called once per batch from the dispatch thread."""
         self._bound.wait()
-        async_batch = []
-        for job in jobs:
-            performer = self._performers.get(job.action)
-            if performer is None:
-                known = ", ".join(sorted(self._performers)) or "none"
-                error = f"no performer registered for action {job.action!r} (registered: {known})"
-                self._report([(job, Outcome.failed(error))])
-            elif performer.is_async:
-                async_batch.append((job, performer))
-            elif job._failure_pending:
-                self._pool.submit(self._fail_pending, job, performer)
-            else:
-                self._pool.submit(self._run_sync, job, performer)
-        if async_batch:
-            self._event_loop().call_soon_threadsafe(self._start_tasks, async_batch)
+        self._start(jobs, on_loop=False)
+
+    def _start(self, jobs: list[Job], on_loop: bool) -> None:
+        """Start ``jobs``: async ones on the loop (directly when ``on_loop``: the caller runs on
+        the loop thread), sync ones on the pool."""
+        while jobs:
+            async_batch = []
+            unknown = []
+            for job in jobs:
+                performer = self._performers.get(job.action)
+                if performer is None:
+                    known = ", ".join(sorted(self._performers)) or "none"
+                    error = f"no performer registered for action {job.action!r} (registered: {known})"
+                    unknown.append((job, Outcome.failed(error)))
+                elif performer.is_async:
+                    async_batch.append((job, performer))
+                elif job._failure_pending:
+                    self._pool.submit(self._fail_pending, job, performer)
+                else:
+                    self._pool.submit(self._run_sync, job, performer)
+            if async_batch:
+                if on_loop:
+                    self._start_tasks(async_batch)
+                else:
+                    self._event_loop().call_soon_threadsafe(self._start_tasks, async_batch)
+            # Reported in a loop, not by recursion: each report may hand back jobs to start.
+            jobs = self._report_only(unknown) if unknown else []
 
     def cancel_all(self) -> None:
         """A stop ran out of time: interrupt what still runs; each is released, not failed."""
@@ -189,11 +201,19 @@ class Executor:
         self._deliver(job, self._failure_now(job, performer, job.error or "no attempts left"))
 
     def _deliver(self, job: Job, outcome: Outcome) -> None:
-        self._report([(job, outcome)])
+        self._report([(job, outcome)], on_loop=False)
 
-    def _report(self, outcomes: list[tuple[Job, Outcome]]) -> None:
+    def _report(self, outcomes: list[tuple[Job, Outcome]], on_loop: bool) -> None:
+        """Report outcomes, and start at once the jobs claimed ahead that take the freed
+        slots: a slot is refilled without waiting for a claim."""
+        ready = self._report_only(outcomes)
+        if ready:
+            self._start(ready, on_loop)
+
+    def _report_only(self, outcomes: list[tuple[Job, Outcome]]) -> list[Job]:
+        """Report outcomes; returns the jobs claimed ahead that take the freed slots."""
         assert self._handle is not None, "submit() waits for bind()"
-        self._handle.report_many(outcomes)
+        return self._handle.report_many(outcomes)
 
     def _failure_now(self, job: Job, performer: Performer, error: str, held: bool | None = None) -> Outcome:
         """A failure outcome, running an async on_failure hook to completion on this thread.
@@ -337,7 +357,7 @@ class Executor:
     def _flush_outcomes(self) -> None:
         pending, self._pending = self._pending, []
         self._flush_scheduled = False
-        self._report(pending)
+        self._report(pending, on_loop=True)
 
     # -- outcomes -----------------------------------------------------------------------------
 

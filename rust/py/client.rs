@@ -37,7 +37,7 @@ impl PyClient {
     #[pyo3(signature = (
         database_url=None, *, scope=None, queues=None, only_queues=None, max_params_size=None,
         connect_timeout=None, statement_timeout=None, wakeup_interval=None, pool_size=None, concurrency=None,
-        poll_interval=None, lease_ttl=None,
+        prefetch=None, reservation_timeout=None, poll_interval=None, lease_ttl=None,
         cleanup_interval=Some(crate::config::DEFAULT_CLEANUP_INTERVAL), job_retention=None,
         stop_timeout=None, worker_name=None,
     ))]
@@ -53,6 +53,8 @@ impl PyClient {
         wakeup_interval: Option<f64>,
         pool_size: Option<i64>,
         concurrency: Option<i64>,
+        prefetch: Option<i64>,
+        reservation_timeout: Option<f64>,
         poll_interval: Option<f64>,
         lease_ttl: Option<f64>,
         cleanup_interval: Option<f64>,
@@ -71,6 +73,8 @@ impl PyClient {
             wakeup_interval,
             pool_size,
             concurrency,
+            prefetch,
+            reservation_timeout,
             poll_interval,
             lease_ttl,
             cleanup_interval,
@@ -117,6 +121,16 @@ impl PyClient {
     #[setter]
     fn set_concurrency(&self, concurrency: i64) -> PyResult<()> {
         Ok(self.inner.set_concurrency(concurrency)?)
+    }
+    /// Jobs a worker claims ahead beyond its running ones (as set, or derived from
+    /// `concurrency`).
+    #[getter]
+    fn prefetch(&self) -> usize {
+        self.inner.worker_config().prefetch()
+    }
+    #[getter]
+    fn reservation_timeout(&self) -> f64 {
+        self.inner.worker_config().reservation_timeout.as_secs_f64()
     }
     #[getter]
     fn poll_interval(&self) -> f64 {

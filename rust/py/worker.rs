@@ -26,12 +26,15 @@ pub struct PyDispatcher {
     executor: Mutex<Option<Py<PyAny>>>,
     batches: Mutex<Option<mpsc::Sender<Vec<Job>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The store claimed jobs come from: their performers may complete them transactionally.
+    store: Arc<dyn Store>,
 }
 
 impl PyDispatcher {
     pub fn spawn(executor: Py<PyAny>, store: Arc<dyn Store>) -> PyDispatcher {
         let (sender, receiver) = mpsc::channel::<Vec<Job>>();
         let target = Python::attach(|py| executor.clone_ref(py));
+        let jobs_store = store.clone();
         let thread = std::thread::Builder::new()
             .name("ferroq-dispatch".into())
             .spawn(move || {
@@ -39,7 +42,7 @@ impl PyDispatcher {
                     Python::attach(|py| {
                         let jobs: Vec<PyJob> = batch
                             .into_iter()
-                            .map(|job| PyJob::claimed(job, store.clone()))
+                            .map(|job| PyJob::claimed(job, jobs_store.clone()))
                             .collect();
                         let submitted = PyList::new(py, jobs)
                             .and_then(|list| target.call_method1(py, "submit", (list,)));
@@ -56,6 +59,7 @@ impl PyDispatcher {
             executor: Mutex::new(Some(executor)),
             batches: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            store,
         }
     }
 
@@ -142,13 +146,17 @@ fn lease_of(job: &PyJob) -> Option<Lease> {
 #[pymethods]
 impl WorkerHandle {
     /// How attempts ended, in one call (the asyncio thread reports once per loop iteration).
-    /// Jobs that are not attempts of this worker are ignored.
-    fn report_many(&self, outcomes: Vec<(PyRef<'_, PyJob>, PyRef<'_, PyOutcome>)>) {
-        for (job, outcome) in outcomes {
-            if let Some(lease) = lease_of(&job) {
-                self.worker.report(lease, outcome.inner.clone());
-            }
-        }
+    /// Jobs that are not attempts of this worker are ignored. Returns the jobs claimed ahead
+    /// that take the freed slots: the caller starts them at once.
+    fn report_many(&self, outcomes: Vec<(PyRef<'_, PyJob>, PyRef<'_, PyOutcome>)>) -> Vec<PyJob> {
+        let reports = outcomes
+            .iter()
+            .filter_map(|(job, outcome)| lease_of(job).map(|lease| (lease, outcome.inner.clone())));
+        self.worker
+            .report_many(reports)
+            .into_iter()
+            .map(|job| PyJob::claimed(job, self.dispatcher.store.clone()))
+            .collect()
     }
 
     #[getter]

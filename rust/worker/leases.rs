@@ -42,15 +42,23 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
                 retry = first_retry;
                 if held.len() < leases.len() {
                     let held: HashSet<i64> = held.into_iter().collect();
-                    let lost: Vec<i64> = leases
-                        .iter()
-                        .map(|l| l.id)
-                        .filter(|id| !held.contains(id))
-                        .collect();
+                    // An attempt whose performer has reported may have had its outcome written
+                    // since the leases were read: only an unreported one has really lost it.
+                    let lost: Vec<i64> = {
+                        let attempts = shared.in_flight.lock().unwrap();
+                        leases
+                            .iter()
+                            .filter(|lease| !held.contains(&lease.id))
+                            .filter(|lease| attempts.leases.get(lease).is_some_and(|e| !e.reported))
+                            .map(|lease| lease.id)
+                            .collect()
+                    };
                     // Outcomes still written after this are fenced off by the lease token.
-                    log::warn!(
-                        "ferroq: lost the lease of jobs {lost:?}; another worker may run them"
-                    );
+                    if !lost.is_empty() {
+                        log::warn!(
+                            "ferroq: lost the lease of jobs {lost:?}; another worker may run them"
+                        );
+                    }
                 }
             }
             Err(err) => {

@@ -6,7 +6,7 @@ mod completer;
 mod leases;
 mod producer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -94,8 +94,36 @@ impl InFlight {
 #[derive(Default)]
 struct Attempts {
     leases: HashMap<Lease, InFlight>,
-    /// Attempts whose performer has not reported yet: what `concurrency` limits.
+    /// Attempts handed to a performer that has not reported yet: what `concurrency` limits.
     performing: usize,
+    /// Jobs claimed ahead (EctoJob's RESERVED), in claim order, with when they were claimed:
+    /// they hold their leases, renewed like running ones, and start as slots free.
+    reserved: VecDeque<(Job, tokio::time::Instant)>,
+    /// Claiming ahead is off until then: reservations expired, so performers are slower than
+    /// the buffer and other workers should get the chance to take what it handed back.
+    reserve_paused_until: Option<tokio::time::Instant>,
+    /// Set once a stop began: what is claimed from then on is put back, not reserved.
+    closed: bool,
+}
+
+impl Attempts {
+    /// Move reserved jobs into free performer slots, oldest first.
+    fn take_ready(&mut self, concurrency: usize) -> Vec<Job> {
+        let free = concurrency.saturating_sub(self.performing);
+        let count = free.min(self.reserved.len());
+        self.performing += count;
+        self.reserved.drain(..count).map(|(job, _)| job).collect()
+    }
+
+    /// Jobs to claim now: the free slots and the room left in the reservation buffer.
+    fn room(&self, config: &WorkerConfig, now: tokio::time::Instant) -> usize {
+        let prefetch = match self.reserve_paused_until {
+            Some(until) if until > now => 0,
+            _ => config.prefetch(),
+        };
+        (config.concurrency as usize + prefetch)
+            .saturating_sub(self.performing + self.reserved.len())
+    }
 }
 
 /// Turn an outcome into the row update. The attempt that
@@ -249,10 +277,79 @@ impl Shared {
         }
     }
 
-    /// Performer slots free to claim into. A slot frees as soon as its performer reports, so
-    /// the next claim overlaps the write of the previous outcomes.
-    fn free_slots(&self) -> usize {
-        (self.config.concurrency as usize).saturating_sub(self.in_flight.lock().unwrap().performing)
+    /// How many jobs to claim now: free performer slots plus room in the reservation buffer.
+    /// A slot frees as soon as its performer reports, so the next claim overlaps the write of
+    /// the previous outcomes.
+    fn claim_room(&self) -> usize {
+        let now = tokio::time::Instant::now();
+        self.in_flight.lock().unwrap().room(&self.config, now)
+    }
+
+    /// Take in what a claim returned: every job holds its lease from now on; as many as there
+    /// are free slots are returned to start now, the rest wait reserved. After a stop began
+    /// nothing is reserved: the jobs are returned as `Err` to be put back.
+    fn admit(&self, jobs: Vec<Job>) -> std::result::Result<Vec<Job>, Vec<Job>> {
+        let mut attempts = self.in_flight.lock().unwrap();
+        if attempts.closed {
+            return Err(jobs);
+        }
+        let now = tokio::time::Instant::now();
+        for job in jobs {
+            let (lease, entry) = InFlight::claimed(&job);
+            attempts.leases.insert(lease, entry);
+            attempts.reserved.push_back((job, now));
+        }
+        Ok(attempts.take_ready(self.config.concurrency as usize))
+    }
+
+    /// When the oldest reservation expires, if any waits.
+    fn next_reservation_expiry(&self) -> Option<tokio::time::Instant> {
+        let attempts = self.in_flight.lock().unwrap();
+        attempts
+            .reserved
+            .front()
+            .map(|(_, since)| *since + self.config.reservation_timeout)
+    }
+
+    /// Hand back the reserved jobs that waited longer than `reservation_timeout` (all of them
+    /// when `all`), their attempts unused, and pause claiming ahead for as long.
+    fn release_reserved(&self, all: bool) -> usize {
+        let now = tokio::time::Instant::now();
+        let released: Vec<Finish> = {
+            let mut attempts = self.in_flight.lock().unwrap();
+            let mut released = Vec::new();
+            while let Some((_, since)) = attempts.reserved.front() {
+                if !all && *since + self.config.reservation_timeout > now {
+                    break;
+                }
+                let (job, _) = attempts.reserved.pop_front().expect("a front was seen");
+                let (lease, _) = InFlight::claimed(&job);
+                if let Some(entry) = attempts.leases.get_mut(&lease) {
+                    // No performer will report it: it counts as reported from now on.
+                    entry.reported = true;
+                    released.push(finish_for(lease, entry, Outcome::Released));
+                }
+            }
+            if !released.is_empty() && !all {
+                attempts.reserve_paused_until = Some(now + self.config.reservation_timeout);
+            }
+            released
+        };
+        let count = released.len();
+        if count > 0 {
+            if !all {
+                log::info!(
+                    "ferroq: {count} jobs claimed ahead waited {:?} without a free slot; handed back to the queue",
+                    self.config.reservation_timeout
+                );
+            }
+            if let Some(sender) = self.finishes.lock().unwrap().as_ref() {
+                for finish in released {
+                    let _ = sender.send(finish);
+                }
+            }
+        }
+        count
     }
 
     /// Forget attempts whose outcome is written (or needs no write), and wake whoever waits.
@@ -349,36 +446,47 @@ impl Worker {
         }
     }
 
-    /// Record how an attempt ended; the completer writes it.
-    /// Unknown attempts (released at shutdown) and second reports of one attempt are ignored.
-    pub fn report(&self, lease: Lease, outcome: Outcome) {
-        let (entry, slot_opened) = {
+    /// Record how attempts ended; the completer writes them. Returns the reserved jobs that
+    /// take the freed slots, to start now: a slot is refilled from memory, without waiting for
+    /// a claim. Unknown attempts (released at shutdown) and second reports of one attempt are
+    /// ignored.
+    pub fn report_many(&self, outcomes: impl IntoIterator<Item = (Lease, Outcome)>) -> Vec<Job> {
+        let mut finishes = Vec::new();
+        let (ready, room_opened) = {
             let mut attempts = self.shared.in_flight.lock().unwrap();
-            let Some(entry) = attempts.leases.get_mut(&lease) else {
-                return;
-            };
-            if entry.reported {
-                return;
+            let now = tokio::time::Instant::now();
+            let room_before = attempts.room(&self.shared.config, now);
+            for (lease, outcome) in outcomes {
+                let Some(entry) = attempts.leases.get_mut(&lease) else {
+                    continue;
+                };
+                if entry.reported {
+                    continue;
+                }
+                entry.reported = true;
+                let entry = entry.clone();
+                attempts.performing -= 1;
+                finishes.push(finish_for(lease, &entry, outcome));
             }
-            entry.reported = true;
-            let entry = entry.clone();
-            let slot_opened = attempts.performing >= self.shared.config.concurrency as usize;
-            attempts.performing -= 1;
-            (entry, slot_opened)
+            let ready = attempts.take_ready(self.shared.config.concurrency as usize);
+            let room_opened = room_before == 0 && attempts.room(&self.shared.config, now) > 0;
+            (ready, room_opened)
         };
-        let finish = finish_for(lease, &entry, outcome);
         if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
-            let _ = sender.send(finish);
+            for finish in finishes {
+                let _ = sender.send(finish);
+            }
         }
-        // A producer waiting for a free slot can claim now. Otherwise it waits for the written
+        // A producer waiting for room can claim now. Otherwise it waits for the written
         // outcome: only that can unblock a blocking queue or lower a queue's running count.
-        if slot_opened {
+        if room_opened {
             self.shared.wake.notify_one();
         }
         if self.shared.stop_claiming.is_cancelled() {
             // A stop waits for performers to return.
             self.shared.progressed.notify_waiters();
         }
+        ready
     }
 
     /// Jobs whose outcome has been written since start.
@@ -425,6 +533,10 @@ impl Worker {
         let shared = &self.shared;
         shared.stop_claiming.cancel();
         shared.wake.notify_one();
+        // Jobs claimed ahead go back to the queue at once, their attempts unused; a claim
+        // still under way puts back what it returns.
+        shared.in_flight.lock().unwrap().closed = true;
+        shared.release_reserved(true);
         // The producer ends at its next await. A claim in progress is never cut off (its
         // transaction may commit all the same, leaving jobs leased to no one): past the deadline
         // stop goes on without it, and the producer puts back what that claim returns.

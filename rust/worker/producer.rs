@@ -1,5 +1,7 @@
-//! The producer: claims as many jobs as there are free slots, in one statement per queue
-//! kind, and hands the whole batch to the dispatcher at once.
+//! The producer: claims as many jobs as there are free slots plus room in the reservation
+//! buffer, in one statement per queue kind. What fits the free slots goes to the dispatcher at
+//! once, as one batch; the rest waits reserved, and starts from memory as performers report
+//! (see `Worker::report_many`), while the next claim is already under way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +20,17 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         }
         // Registered before looking, so a wake-up between the look and the wait is kept.
         let woken = shared.wake.notified();
-        let free = shared.free_slots();
+        shared.release_reserved(false);
+        let free = shared.claim_room();
         if free == 0 {
+            // Every slot runs and the buffer is full: wait for a report, or for the oldest
+            // reservation to expire.
+            let expiry = shared
+                .next_reservation_expiry()
+                .unwrap_or_else(|| tokio::time::Instant::now() + config.poll_interval);
             tokio::select! {
                 _ = woken => {}
+                _ = tokio::time::sleep_until(expiry) => {}
                 _ = shared.stop_claiming.cancelled() => return,
             }
             continue;
@@ -75,23 +84,19 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                 continue;
             }
         };
-        if shared.stop_claiming.is_cancelled() && !jobs.is_empty() {
-            // A stop began while this claim was under way, and may no longer wait for it: put
-            // the jobs back at once, their attempts unused, rather than start them.
-            put_back(&shared, &jobs).await;
-            return;
-        }
         let claimed = jobs.len();
         if claimed > 0 {
-            {
-                let mut attempts = shared.in_flight.lock().unwrap();
-                attempts.performing += jobs.len();
-                for job in &jobs {
-                    let (lease, entry) = InFlight::claimed(job);
-                    attempts.leases.insert(lease, entry);
+            match shared.admit(jobs) {
+                Ok(ready) if !ready.is_empty() => dispatcher.dispatch(ready),
+                Ok(_) => {}
+                Err(jobs) => {
+                    // A stop began while this claim was under way, and may no longer wait
+                    // for it: put the jobs back at once, their attempts unused, rather than
+                    // start them.
+                    put_back(&shared, &jobs).await;
+                    return;
                 }
             }
-            dispatcher.dispatch(jobs);
             if claimed == free {
                 // Every slot was filled: there may be more; look again once a slot frees.
                 continue;
