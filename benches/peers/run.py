@@ -1425,8 +1425,13 @@ def main() -> int:
         source = f"ferroq @ {head[:9]}" + ("" if diff == empty else " + uncommitted changes")
     else:
         source = "ferroq"
+    where = []
+    if pg_table:
+        where.append(f"PostgreSQL {env['postgres'].split()[1]}")
+    if sqlite_table:
+        where.append("SQLite files")
     title = (
-        f"{source} vs peers on PostgreSQL {env['postgres'].split()[1]} ({env.get('Model name', '?')}, "
+        f"{source} vs peers on {' and '.join(where) or 'PostgreSQL'} ({env.get('Model name', '?')}, "
         f"{env['nproc']} CPUs): N={args.jobs:,}, medians of {args.runs} run(s), {elapsed / 60:.1f} min"
     )
     print()
