@@ -293,6 +293,45 @@ pub struct NewJob {
     pub priority: i32,
 }
 
+impl NewJob {
+    /// The job as inserted, from what the insert generated: the rest is what was sent, so a
+    /// store need not read it back.
+    pub fn inserted(
+        &self,
+        scope: &str,
+        id: i64,
+        sequence: i64,
+        state: JobState,
+        scheduled_at: DateTime<Utc>,
+        inserted_at: DateTime<Utc>,
+    ) -> Job {
+        Job {
+            id,
+            scope: scope.to_owned(),
+            queue: self.queue.clone(),
+            action: self.action.clone(),
+            params: self.params.clone(),
+            priority: self.priority,
+            sequence,
+            state,
+            attempts: 0,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout,
+            max_backoff: self.max_backoff,
+            scheduled_at,
+            attempted_at: None,
+            attempted_by: None,
+            next_attempt_at: None,
+            done_at: None,
+            inserted_at,
+            error: None,
+            result: None,
+            lease_token: None,
+            blocked_by: None,
+        }
+    }
+}
+
 impl JobSpec {
     /// A spec with every option at its default.
     pub fn new(

@@ -67,10 +67,19 @@ macro_rules! pg_sql {
     };
 }
 
+/// What an insert generates; the rest of each job is what was sent (see `NewJob::inserted`).
+/// Read back in this order by `insert_jobs`.
+const INSERTED_COLUMNS: &str = "j.id, j.sequence, j.state, j.scheduled_at, j.inserted_at";
 sql!(INSERT_JOBS = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
     "{{placement}}" => include_str!("sql/insert_placement_pool.sql"),
-    "{{job_columns}}" => JOB_COLUMNS);
+    "{{job_columns}}" => INSERTED_COLUMNS);
+// A batch without blocking jobs has nothing to place: the placement step (a window over the
+// batch and a lookup per blocking queue) is left out.
+sql!(INSERT_CONCURRENT_JOBS = "insert_jobs.sql",
+    "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{placement}}" => "SELECT NULL::int8 AS ord, NULL::bool AS head WHERE false",
+    "{{job_columns}}" => INSERTED_COLUMNS);
 pg_sql!(RESOLVE_HEADS, "resolve_heads.sql");
 pg_sql!(PROMOTE_HEADS, "promote_heads.sql");
 pg_sql!(CONCURRENT_QUEUES_WAITING, "concurrent_queues_waiting.sql");
@@ -395,9 +404,16 @@ impl Store for PgStore {
                 Schedule::In(d) => (None, Some(d)),
             })
             .unzip();
-        let mut inserted = self
-            .query_jobs(
-                &INSERT_JOBS,
+        let statement = if jobs.iter().any(|job| job.blocking) {
+            &*INSERT_JOBS
+        } else {
+            &*INSERT_CONCURRENT_JOBS
+        };
+        let client = self.client().await?;
+        let statement = client.prepare_cached(statement).await?;
+        let rows = client
+            .query(
+                &statement,
                 &[
                     &scope,
                     &queues,
@@ -414,9 +430,34 @@ impl Store for PgStore {
                 ],
             )
             .await?;
+        let mut generated = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<_, i64>(1)?,
+                    row.try_get::<_, i64>(0)?,
+                    JobState::parse(row.try_get(2)?).map_err(|e| Error::Database(e.to_string()))?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         // Sequence follows input order (the INSERT ... SELECT is ordered by ordinality).
-        inserted.sort_by_key(|j| j.sequence);
-        Ok(inserted)
+        generated.sort_by_key(|(sequence, ..)| *sequence);
+        if generated.len() != jobs.len() {
+            return Err(Error::Database(format!(
+                "the insert of {} jobs returned {} rows",
+                jobs.len(),
+                generated.len()
+            )));
+        }
+        Ok(jobs
+            .iter()
+            .zip(generated)
+            .map(|(job, (sequence, id, state, scheduled_at, inserted_at))| {
+                job.inserted(scope, id, sequence, state, scheduled_at, inserted_at)
+            })
+            .collect())
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
