@@ -9,8 +9,12 @@ use tokio::sync::mpsc;
 use super::Shared;
 use crate::store::Finish;
 
-/// Most outcomes in one statement.
-const MAX_BATCH: usize = 1000;
+/// Most outcomes in one statement. Smaller batches pipeline: a blocking queue's next job can
+/// be claimed once its predecessor's outcome is written, so the producer claims the heads one
+/// batch handed on while the completer writes the next. 1,000 outcomes at once made the
+/// 1,000-queue blocking drain alternate one big write and one big claim (~13k jobs/s against
+/// ~19k at 250, same run); the one-queue drain did not change.
+const MAX_BATCH: usize = 250;
 
 pub(super) async fn run(shared: Arc<Shared>, mut finishes: mpsc::UnboundedReceiver<Finish>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
