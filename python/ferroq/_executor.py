@@ -1,9 +1,10 @@
 """Runs performers for the Rust worker.
 
-The worker hands over each claimed batch with one call to :meth:`Executor.submit`. Async
-performers run as tasks on one asyncio loop thread: the batch crosses threads with a single
-``call_soon_threadsafe``, and the outcomes of one loop iteration go back to Rust in a single
-call. Sync performers run on a bounded thread pool. Timeouts cancel async tasks and interrupt
+Claimed jobs reach one asyncio loop thread directly: the worker signals a socket the loop
+watches, and the loop takes every waiting job in one call. Async performers run as tasks on
+that loop, and the outcomes of one loop iteration go back to Rust in a single call, which
+also returns the jobs claimed ahead that take the freed slots (started at once). Sync
+performers run on a bounded thread pool. Timeouts cancel async tasks and interrupt
 sync threads; an attempt is reported only once its performer has really returned, so a
 blocking queue stays locked until then.
 
@@ -91,7 +92,6 @@ class Executor:
     def __init__(self, performers: dict[str, Performer], concurrency: int) -> None:
         self._performers = performers
         self._handle: WorkerHandle | None = None
-        self._bound = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ferroq-performer")
         self._watchdog = Watchdog()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,14 +107,19 @@ class Executor:
     # -- called by the Rust worker ------------------------------------------------------------
 
     def bind(self, handle: WorkerHandle) -> None:
-        """Attach the worker handle that outcomes are reported to."""
+        """Attach the worker handle: claimed jobs come from it, outcomes go back to it."""
         self._handle = handle
-        self._bound.set()
+        loop = self._event_loop()
+        # add_reader is not thread-safe: installed from the loop itself. Jobs claimed before
+        # that leave the socket readable, so the first look finds them.
+        loop.call_soon_threadsafe(loop.add_reader, handle.wakeup_fd, self._take_claimed)
 
-    def submit(self, jobs: list[Job]) -> None:
-        """Start a claimed batch. Called once per batch from the dispatch thread."""
-        self._bound.wait()
-        self._start(jobs, on_loop=False)
+    def _take_claimed(self) -> None:
+        """The loop saw the wake-up socket readable: start every claimed job waiting."""
+        assert self._handle is not None
+        jobs = self._handle.take_claimed()
+        if jobs:
+            self._start(jobs, on_loop=True)
 
     def _start(self, jobs: list[Job], on_loop: bool) -> None:
         """Start ``jobs``: async ones on the loop (directly when ``on_loop``: the caller runs on
@@ -143,9 +148,14 @@ class Executor:
             jobs = self._report_only(unknown) if unknown else []
 
     def cancel_all(self) -> None:
-        """A stop ran out of time: interrupt what still runs; each is released, not failed."""
+        """A stop ran out of time: interrupt what still runs; each is released, not failed.
+        Jobs handed over that the loop has not taken yet are released without starting."""
         self._stopping = True
         self._watchdog.interrupt_all()
+        if self._handle is not None:
+            waiting = self._handle.take_claimed()
+            if waiting:
+                self._report_only([(job, Outcome.released()) for job in waiting])
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_tasks)
 
@@ -154,7 +164,9 @@ class Executor:
         not be stopped still run, and an async one needs its loop to return and report."""
         self._watchdog.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._bound.clear()
+        if self._loop is not None and self._handle is not None and not self._loop.is_closed():
+            # The worker has stopped: it hands over nothing more.
+            self._loop.call_soon_threadsafe(self._loop.remove_reader, self._handle.wakeup_fd)
         if self._loop is not None and not keep_loop:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
@@ -212,7 +224,7 @@ class Executor:
 
     def _report_only(self, outcomes: list[tuple[Job, Outcome]]) -> list[Job]:
         """Report outcomes; returns the jobs claimed ahead that take the freed slots."""
-        assert self._handle is not None, "submit() waits for bind()"
+        assert self._handle is not None, "jobs come only once bound"
         return self._handle.report_many(outcomes)
 
     def _failure_now(self, job: Job, performer: Performer, error: str, held: bool | None = None) -> Outcome:

@@ -294,14 +294,15 @@ impl PyClient {
         drain: bool,
     ) -> PyResult<WorkerHandle> {
         let store = block_on(py, self.inner.store())?;
-        let dispatcher = Arc::new(PyDispatcher::spawn(executor, store));
+        // The wake-up socket pair: failing to make one (no file descriptor left) is an OSError.
+        let dispatcher = Arc::new(PyDispatcher::new(executor, store)?);
         let worker = match block_on(
             py,
             self.inner.start_worker(dispatcher.clone(), actions, drain),
         ) {
             Ok(worker) => worker,
             Err(err) => {
-                py.detach(|| dispatcher.close());
+                dispatcher.close();
                 return Err(err.into());
             }
         };

@@ -1,15 +1,17 @@
-//! The bridge between the Rust worker and the Python executor: claimed batches cross to
-//! Python on one dedicated thread, once per batch, so no tokio thread ever waits for the GIL;
-//! outcomes come back through `WorkerHandle.report_many`, which only queues them for the
-//! completer.
+//! The bridge between the Rust worker and the Python executor. Claimed batches wait in
+//! [`PyDispatcher`] and a byte on a socket pair tells the executor's asyncio loop, which reads
+//! them with `WorkerHandle.take_claimed` (the loop watches the socket with `add_reader`): no
+//! tokio thread ever waits for the GIL, and no thread sits between the claim and the loop.
+//! Outcomes come back through `WorkerHandle.report_many`, which only queues them for the
+//! completer and returns the jobs claimed ahead that take the freed slots.
 
-use std::sync::mpsc;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
 
 use crate::config::seconds;
 use crate::job::Job;
@@ -19,67 +21,67 @@ use crate::py::runtime::block_on_interruptible;
 use crate::store::{Lease, Store};
 use crate::worker::{Dispatch, Worker};
 
-/// Hands batches to `executor.submit(jobs)` from the thread `ferroq-dispatch`.
+/// Holds claimed batches until the executor's loop takes them.
 pub struct PyDispatcher {
     /// Dropped at close: the executor refers back to the worker handle, a cycle Python's
     /// garbage collector cannot see through Rust.
     executor: Mutex<Option<Py<PyAny>>>,
-    batches: Mutex<Option<mpsc::Sender<Vec<Job>>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Claimed jobs the loop has not taken yet.
+    claimed: Mutex<Vec<Job>>,
+    /// A byte is written here when `claimed` stops being empty; the loop reads `wakeup_reader`.
+    wakeup_writer: UnixStream,
+    wakeup_reader: UnixStream,
     /// The store claimed jobs come from: their performers may complete them transactionally.
     store: Arc<dyn Store>,
 }
 
 impl PyDispatcher {
-    pub fn spawn(executor: Py<PyAny>, store: Arc<dyn Store>) -> PyDispatcher {
-        let (sender, receiver) = mpsc::channel::<Vec<Job>>();
-        let target = Python::attach(|py| executor.clone_ref(py));
-        let jobs_store = store.clone();
-        let thread = std::thread::Builder::new()
-            .name("ferroq-dispatch".into())
-            .spawn(move || {
-                while let Ok(batch) = receiver.recv() {
-                    Python::attach(|py| {
-                        let jobs: Vec<PyJob> = batch
-                            .into_iter()
-                            .map(|job| PyJob::claimed(job, jobs_store.clone()))
-                            .collect();
-                        let submitted = PyList::new(py, jobs)
-                            .and_then(|list| target.call_method1(py, "submit", (list,)));
-                        if let Err(err) = submitted {
-                            // The executor reports per job; an error here is a bug in it. Show it,
-                            // and let the leases expire so the jobs run again.
-                            err.print(py);
-                        }
-                    });
-                }
-            })
-            .expect("spawning the ferroq-dispatch thread");
-        PyDispatcher {
+    pub fn new(executor: Py<PyAny>, store: Arc<dyn Store>) -> std::io::Result<PyDispatcher> {
+        let (wakeup_writer, wakeup_reader) = UnixStream::pair()?;
+        // Neither end may block: a full socket already holds a wake-up, and the loop only
+        // drains what is there.
+        wakeup_writer.set_nonblocking(true)?;
+        wakeup_reader.set_nonblocking(true)?;
+        Ok(PyDispatcher {
             executor: Mutex::new(Some(executor)),
-            batches: Mutex::new(Some(sender)),
-            thread: Mutex::new(Some(thread)),
+            claimed: Mutex::new(Vec::new()),
+            wakeup_writer,
+            wakeup_reader,
             store,
-        }
+        })
     }
 
-    /// Let the dispatch thread end once it has handed over what it holds.
+    /// Forget the executor once the worker has stopped.
     pub(crate) fn close(&self) {
-        self.batches.lock().unwrap().take();
-        if let Some(thread) = self.thread.lock().unwrap().take() {
-            let _ = thread.join();
-        }
         let executor = self.executor.lock().unwrap().take();
         if let Some(executor) = executor {
             Python::attach(|_py| drop(executor));
         }
     }
+
+    /// The claimed jobs waiting for the loop, as Python jobs. Drains the wake-up bytes first:
+    /// a batch handed over after that leaves a byte behind, so none is missed.
+    fn take_claimed(&self) -> Vec<PyJob> {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wakeup_reader).read(&mut sink), Ok(n) if n > 0) {}
+        let jobs = std::mem::take(&mut *self.claimed.lock().unwrap());
+        jobs.into_iter()
+            .map(|job| PyJob::claimed(job, self.store.clone()))
+            .collect()
+    }
 }
 
 impl Dispatch for PyDispatcher {
     fn dispatch(&self, jobs: Vec<Job>) {
-        if let Some(sender) = self.batches.lock().unwrap().as_ref() {
-            let _ = sender.send(jobs);
+        let was_empty = {
+            let mut claimed = self.claimed.lock().unwrap();
+            let was_empty = claimed.is_empty();
+            claimed.extend(jobs);
+            was_empty
+        };
+        if was_empty {
+            // WouldBlock: the socket is full of wake-ups already.
+            let _ = (&self.wakeup_writer).write(&[1]);
         }
     }
 
@@ -159,6 +161,18 @@ impl WorkerHandle {
             .collect()
     }
 
+    /// The file descriptor the executor's loop watches (`loop.add_reader`): readable when
+    /// claimed jobs wait to be taken with `take_claimed`.
+    #[getter]
+    fn wakeup_fd(&self) -> i32 {
+        self.dispatcher.wakeup_reader.as_raw_fd()
+    }
+
+    /// The claimed jobs waiting to start, in claim order (empty if none).
+    fn take_claimed(&self) -> Vec<PyJob> {
+        self.dispatcher.take_claimed()
+    }
+
     #[getter]
     fn processed(&self) -> u64 {
         self.worker.processed()
@@ -192,8 +206,7 @@ impl WorkerHandle {
         };
         let worker = self.worker.clone();
         let unstoppable = block_on_interruptible(py, async move { worker.stop(timeout).await })?;
-        let dispatcher = self.dispatcher.clone();
-        py.detach(|| dispatcher.close());
+        self.dispatcher.close();
         Ok(unstoppable)
     }
 }
