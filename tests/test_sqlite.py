@@ -137,6 +137,35 @@ def test_job_enqueued_by_another_process_starts_promptly(app_factory, database_u
         assert latency < 0.5, f"same-process job {i} started {latency:.2f}s after insert"
 
 
+# --- durability: ?synchronous= -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("", "full"), ("?synchronous=full", "full"), ("?synchronous=normal", "normal"), ("?synchronous=NORMAL", "normal")],
+)
+def test_synchronous_is_chosen_in_the_url_and_read_back_from_ferroqs_connections(tmp_path, own_apps, query, expected):
+    app = ferroq.App(f"sqlite:///{tmp_path / 'jobs.db'}{query}")
+    own_apps.append(app)
+    assert app.sqlite_synchronous() == expected
+    # The enqueue connection too (it opens on the first create_job after the schema exists).
+    for _ in range(2):
+        app.create_job("q", "a")
+    assert app.sqlite_synchronous() == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?synchronous=off", "?synchronous=extra", "?synchronous=", "?synchronous", "?sync=full", "?synchronous=full&x=1"],
+)
+def test_bad_synchronous_or_unknown_parameter_is_refused_before_anything_is_written(tmp_path, own_apps, query):
+    path = tmp_path / "jobs.db"
+    with pytest.raises(ferroq.ConfigurationError, match="synchronous"):
+        own_apps.append(ferroq.App(f"sqlite:///{path}{query}"))
+    assert not path.exists()
+    assert os.listdir(tmp_path) == []
+
+
 # --- unusable paths ------------------------------------------------------------------------------
 
 
