@@ -137,6 +137,27 @@ def test_job_enqueued_by_another_process_starts_promptly(app_factory, database_u
         assert latency < 0.5, f"same-process job {i} started {latency:.2f}s after insert"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the WAL is watched with inotify on Linux")
+def test_another_processs_job_is_seen_through_the_wal_watch_not_the_poll(app_factory, database_url):
+    # Both polls are far away: only the watch on the -wal file can start these jobs in time.
+    app = app_factory(poll_interval=120, wakeup_interval=60)
+
+    @app.performer("a")
+    def a(job):
+        return None
+
+    app.start()
+    time.sleep(0.3)  # the watcher is up (it looks once at start, which would hide a miss)
+    for i in range(3):
+        time.sleep(0.3)
+        proc = _python(ENQUEUE_ONE, database_url, f"w{i}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        job_id = int(proc.stdout.split()[-1])
+        done = wait_for_job(app, job_id, "completed", timeout=10)
+        latency = seconds(done.inserted_at, done.attempted_at)
+        assert latency < 1.0, f"job {i} from another process started {latency:.2f}s after insert"
+
+
 # --- durability: ?synchronous= -----------------------------------------------------------------
 
 

@@ -568,7 +568,7 @@ impl Store for SqliteStore {
     }
 
     async fn listen(&self, _scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
-        watch::watch_commits(&self.options, self.wakeup_interval, wake, stop).await;
+        watch::watch_commits(&self.options, &self.path, self.wakeup_interval, wake, stop).await;
     }
 
     fn insert_jobs_blocking(&self, scope: &str, jobs: &[NewJob]) -> Option<Result<Vec<Job>>> {
