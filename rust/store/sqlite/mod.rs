@@ -119,12 +119,14 @@ pub struct SqliteStore {
     write_lock: tokio::sync::Mutex<()>,
     /// Set by close(): the direct writer opens no more.
     closed: std::sync::atomic::AtomicBool,
+    /// Commits of this process's writers, so far: the watcher's clue that a write to the WAL
+    /// was this process's own (see watch.rs).
+    own_commits: Arc<std::sync::atomic::AtomicU64>,
     path: PathBuf,
     synchronous: Synchronous,
     readers: SqlitePool,
     /// How often other processes' commits are looked for.
     wakeup_interval: Duration,
-    options: SqliteConnectOptions,
 }
 
 fn micros(value: Option<i64>) -> Option<DateTime<Utc>> {
@@ -211,17 +213,17 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(config.pool_size.clamp(2, 8) as u32)
             .acquire_timeout(config.connect_timeout.max(Duration::from_secs(5)))
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options);
         Ok(SqliteStore {
             writer,
             direct: Mutex::new(None),
             write_lock: tokio::sync::Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            own_commits: Arc::default(),
             path,
             synchronous: url.synchronous,
             readers,
             wakeup_interval: config.wakeup_interval,
-            options,
         })
     }
 
@@ -568,7 +570,15 @@ impl Store for SqliteStore {
     }
 
     async fn listen(&self, _scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
-        watch::watch_commits(&self.options, &self.path, self.wakeup_interval, wake, stop).await;
+        watch::watch_commits(
+            &self.writer,
+            &self.path,
+            &self.own_commits,
+            self.wakeup_interval,
+            wake,
+            stop,
+        )
+        .await;
     }
 
     fn insert_jobs_blocking(&self, scope: &str, jobs: &[NewJob]) -> Option<Result<Vec<Job>>> {
@@ -591,6 +601,9 @@ impl Store for SqliteStore {
             },
         };
         let inserted = writer.insert(scope, jobs, &self.write_lock);
+        if inserted.is_ok() {
+            self.own_commits.fetch_add(1, Ordering::Relaxed);
+        }
         if inserted.is_err() || self.closed.load(Ordering::Acquire) {
             // A fresh connection after a failed write (see write_tx!), or none after close.
             *direct = None;
@@ -604,12 +617,14 @@ impl Store for SqliteStore {
                 .fetch_one(&mut *conn)
                 .await?
         })?;
-        let direct = {
-            let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
-            direct
+        // The enqueue connection too, when open and not busy (this runs on the runtime, which
+        // must not wait for an enqueue that waits for another process's lock).
+        let direct = match self.direct.try_lock() {
+            Ok(mut direct) => direct
                 .as_mut()
                 .map(|writer| writer.synchronous())
-                .transpose()?
+                .transpose()?,
+            Err(_) => None,
         };
         let writer = Synchronous::from_pragma(level);
         match direct {

@@ -49,6 +49,9 @@ macro_rules! write_tx {
                     $body
                 };
                 tx.commit().await?;
+                $store
+                    .own_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, sqlx::Error>(value)
             }
             .await;

@@ -1,61 +1,62 @@
-//! SQLite has no NOTIFY: other processes' commits are noticed through `PRAGMA data_version`
-//! (the counter is per connection, so it is read on a connection of its own). On Linux the
-//! WAL file is watched with inotify: every commit appends frames to `<db>-wal`, so a write
-//! there is the moment to look, and a job enqueued by another process is seen within a
-//! millisecond or so. The event only says "look": data_version decides whether another
-//! connection committed (looking again for a few milliseconds, since a commit is published
-//! in the -shm index just after its WAL write). `every` stays as a safety poll (and is the
-//! only way to notice elsewhere, or when inotify cannot be had).
+//! SQLite has no NOTIFY: other processes' commits are noticed through `PRAGMA data_version`.
+//! On Linux the WAL file is watched with inotify: every commit appends frames to `<db>-wal`,
+//! so a write there is the moment to look, and a job enqueued by another process is seen
+//! within a few milliseconds. The event only says "look": data_version decides whether
+//! another connection committed (looking again for a few milliseconds, since a commit is
+//! published in the -shm index just after its WAL write). `every` stays as a safety poll (and
+//! is the only way to notice elsewhere, or when inotify cannot be had).
+//!
+//! data_version counts the commits of *other* connections, so it is read on the writer that
+//! claims and writes outcomes: the worker's own writes, which fill the WAL while it works,
+//! are then no news, and wake nobody (each wake-up is a claim).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::Connection;
+use sqlx::SqlitePool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::retry::is_busy;
 use super::DATA_VERSION;
 
-async fn data_version(conn: &mut SqliteConnection) -> std::result::Result<i64, sqlx::Error> {
+/// `PRAGMA data_version` on the writer connection.
+async fn data_version(writer: &SqlitePool) -> std::result::Result<i64, sqlx::Error> {
+    let mut conn = writer.acquire().await?;
     sqlx::query_scalar(DATA_VERSION.as_str())
-        .fetch_one(conn)
+        .fetch_one(&mut *conn)
         .await
 }
 
+/// The shortest time between two looks prompted by writes to the WAL.
+const MIN_GAP: Duration = Duration::from_millis(1);
+
 /// Wake `wake` after every commit another connection makes to the file: when its WAL is
-/// written (where inotify works), and at the latest every `every`, until `stop`. A connection
-/// that fails is reopened.
+/// written (where inotify works), and at the latest every `every`, until `stop`.
 pub(super) async fn watch_commits(
-    options: &SqliteConnectOptions,
+    writer: &SqlitePool,
     path: &Path,
+    own_commits: &AtomicU64,
     every: Duration,
     wake: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut watcher: Option<SqliteConnection> = None;
-    let mut wal = None;
-    let mut last: Option<i64> = None;
+    // Commits made before the first baseline are not changes to it: look once now, so a job
+    // enqueued while the watcher was starting is not left for the safety poll.
+    let mut last: Option<i64> = data_version(writer).await.ok();
+    wake.notify_one();
+    let mut wal: Option<WalWatch> = None;
     // After a write to the WAL that data_version did not show yet: when to look again.
     let mut recheck: Option<Duration> = None;
+    let mut last_look = tokio::time::Instant::now();
+    // This process's commits when the last write to the WAL was seen.
+    let mut own_at_write = own_commits.load(Ordering::Relaxed);
     loop {
-        if watcher.is_none() {
-            if let Ok(mut conn) = SqliteConnection::connect_with(options).await {
-                if let Ok(version) = data_version(&mut conn).await {
-                    last = Some(version);
-                    watcher = Some(conn);
-                    // Commits made before this baseline are not changes to it: look once
-                    // now, so a job enqueued while the watcher was starting is not left
-                    // for the safety poll.
-                    wake.notify_one();
-                }
-            }
-        }
-        // Watched once the connection has the WAL open (it exists while any connection
-        // does), and again should it be replaced.
-        if watcher.is_some() && wal.as_ref().map_or(true, |w: &WalWatch| w.lost()) {
+        // Watched once the WAL exists (SQLite keeps it while any connection is open), and
+        // again should it be replaced.
+        if wal.as_ref().map_or(true, |w| w.lost()) {
             wal = WalWatch::new(path);
         }
         let mut written = false;
@@ -66,12 +67,20 @@ pub(super) async fn watch_commits(
                 written = true;
             }
         }
-        let Some(conn) = watcher.as_mut() else {
-            continue;
-        };
-        match data_version(conn).await {
+        if written {
+            own_at_write = own_commits.load(Ordering::Relaxed);
+            // Under load, look at most once per MIN_GAP: a look waits for the writer.
+            let since = last_look.elapsed();
+            if since < MIN_GAP {
+                tokio::time::sleep(MIN_GAP - since).await;
+            }
+        }
+        last_look = tokio::time::Instant::now();
+        match data_version(writer).await {
             Ok(version) => {
                 if last != Some(version) {
+                    // Also when the writer connection was replaced (a new baseline): one
+                    // look too many, never one too few.
                     wake.notify_one();
                     recheck = None;
                 } else if written {
@@ -80,6 +89,12 @@ pub(super) async fn watch_commits(
                     // reads and which inotify cannot see (it is mapped memory). Look again
                     // soon, backing off: 1, 2, 4, 8, 16 ms after the last write.
                     recheck = Some(Duration::from_millis(1));
+                } else if own_commits.load(Ordering::Relaxed) != own_at_write {
+                    // This process committed since that write: it was most likely its own
+                    // (the worker's claims and outcomes, which data_version does not count),
+                    // and looking on would cost four more looks each time. A foreign commit
+                    // in that instant is seen at the next write or poll.
+                    recheck = None;
                 } else {
                     recheck = recheck
                         .map(|pause| pause * 2)
@@ -89,15 +104,13 @@ pub(super) async fn watch_commits(
             }
             // Another process holding a lock for a moment: look again next tick.
             Err(err) if is_busy(&err) => {}
+            // The store is closing: the worker stops this task next.
+            Err(sqlx::Error::PoolClosed) => {}
             Err(err) => {
-                log::warn!("ferroq: watching the SQLite file failed ({err}); reopening");
-                watcher = None;
-                wal = None;
+                log::warn!("ferroq: watching the SQLite file failed ({err}); trying again");
+                last = None;
             }
         }
-    }
-    if let Some(conn) = watcher {
-        let _ = conn.close().await;
     }
 }
 
