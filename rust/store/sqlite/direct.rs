@@ -132,9 +132,9 @@ impl DirectWriter {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON;",
             synchronous.as_str()
         );
-        exec(db, &setup).map_err(Failure::into_error)?;
-        // SAFETY: `db` is open.
+        // SAFETY: `db` is open. Set first: the setup itself may meet another process's lock.
         unsafe { ffi::sqlite3_busy_timeout(db, 5000) };
+        exec(db, &setup).map_err(Failure::into_error)?;
         let mut prepared = Vec::with_capacity(4);
         for sql in ["BEGIN IMMEDIATE", insert_sql, "COMMIT", "ROLLBACK"] {
             match prepare(db, sql) {
