@@ -44,6 +44,10 @@ impl Client {
     pub fn new(options: AppOptions) -> Result<Client> {
         let (config, worker_config) = options.into_configs()?;
         let backend = Backend::from_url(&config.database_url)?;
+        if backend == Backend::Sqlite {
+            // The URL's parameters are checked now, before anything opens the file.
+            store::sqlite::parse_url(&config.database_url)?;
+        }
         Ok(Client {
             config,
             worker_config: Mutex::new(worker_config),
@@ -154,13 +158,45 @@ impl Client {
     /// Insert jobs in one round trip; returns them in input order.
     pub async fn insert(&self, specs: Vec<JobSpec>) -> Result<Vec<Job>> {
         let jobs = self.new_jobs(specs)?;
+        self.insert_new(&jobs).await
+    }
+
+    /// Insert checked jobs (see [`Client::new_jobs`]) in one round trip.
+    pub async fn insert_new(&self, jobs: &[NewJob]) -> Result<Vec<Job>> {
         let inserted = self
             .store()
             .await?
-            .insert_jobs(&self.config.scope, &jobs)
+            .insert_jobs(&self.config.scope, jobs)
             .await?;
         self.wake().notify_one();
         Ok(inserted)
+    }
+
+    /// [`Client::insert_new`] on the calling thread, without the async runtime, where the
+    /// store allows it and is open with its schema ready (see `Store::insert_jobs_blocking`);
+    /// None otherwise: then call `insert_new`. Blocks: call it off the runtime's threads.
+    pub fn insert_blocking(&self, jobs: &[NewJob]) -> Option<Result<Vec<Job>>> {
+        let (store, wake) = self.local(|local| {
+            let ready = local.schema_ready.initialized() || !self.creates_schema();
+            let store = local.store.clone().filter(|_| ready);
+            (store, local.wake.clone())
+        });
+        let inserted = store?.insert_jobs_blocking(&self.config.scope, jobs)?;
+        if inserted.is_ok() {
+            wake.notify_one();
+        }
+        Some(inserted)
+    }
+
+    /// Whether this client's store creates its schema on first use (SQLite).
+    fn creates_schema(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
+    /// SQLite: `PRAGMA synchronous` as the App's own writing connections read it back
+    /// (`"full"` or `"normal"`); None on PostgreSQL.
+    pub async fn sqlite_synchronous(&self) -> Result<Option<String>> {
+        self.store().await?.sqlite_synchronous().await
     }
 
     /// The insert of `specs` as a statement for the caller's connection (transactional

@@ -116,7 +116,9 @@ pub struct ClientConfig {
     pub statement_timeout: Duration,
     /// Connections in the pool shared by enqueuing, claiming and completing.
     pub pool_size: usize,
-    /// SQLite: how often a worker looks for commits made by other processes (no NOTIFY there).
+    /// SQLite: the longest a worker goes without looking for commits made by other processes
+    /// (no NOTIFY there). On Linux it looks as soon as the WAL file is written; this poll is
+    /// the safety net, and the only way elsewhere.
     pub wakeup_interval: Duration,
 }
 

@@ -462,3 +462,11 @@ def test_performer_signature_mistakes_are_caught_at_registration(app_factory):
 
     app.performer(async_ok)
     assert app.drain() == 0
+
+
+def test_sqlite_synchronous_reads_the_durability_of_sqlite_only(app_factory, backend):
+    # An acknowledged enqueue survives an OS crash by default on SQLite; PostgreSQL has no
+    # such setting here (its commit is durable).
+    app = app_factory()
+    app.create_job("q", "a")
+    assert app.sqlite_synchronous() == ("full" if backend == "sqlite" else None)

@@ -137,6 +137,56 @@ def test_job_enqueued_by_another_process_starts_promptly(app_factory, database_u
         assert latency < 0.5, f"same-process job {i} started {latency:.2f}s after insert"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the WAL is watched with inotify on Linux")
+def test_another_processs_job_is_seen_through_the_wal_watch_not_the_poll(app_factory, database_url):
+    # Both polls are far away: only the watch on the -wal file can start these jobs in time.
+    app = app_factory(poll_interval=120, wakeup_interval=60)
+
+    @app.performer("a")
+    def a(job):
+        return None
+
+    app.start()
+    time.sleep(0.3)  # the watcher is up (it looks once at start, which would hide a miss)
+    for i in range(3):
+        time.sleep(0.3)
+        proc = _python(ENQUEUE_ONE, database_url, f"w{i}")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        job_id = int(proc.stdout.split()[-1])
+        done = wait_for_job(app, job_id, "completed", timeout=10)
+        latency = seconds(done.inserted_at, done.attempted_at)
+        assert latency < 1.0, f"job {i} from another process started {latency:.2f}s after insert"
+
+
+# --- durability: ?synchronous= -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [("", "full"), ("?synchronous=full", "full"), ("?synchronous=normal", "normal"), ("?synchronous=NORMAL", "normal")],
+)
+def test_synchronous_is_chosen_in_the_url_and_read_back_from_ferroqs_connections(tmp_path, own_apps, query, expected):
+    app = ferroq.App(f"sqlite:///{tmp_path / 'jobs.db'}{query}")
+    own_apps.append(app)
+    assert app.sqlite_synchronous() == expected
+    # The enqueue connection too (it opens on the first create_job after the schema exists).
+    for _ in range(2):
+        app.create_job("q", "a")
+    assert app.sqlite_synchronous() == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?synchronous=off", "?synchronous=extra", "?synchronous=", "?synchronous", "?sync=full", "?synchronous=full&x=1"],
+)
+def test_bad_synchronous_or_unknown_parameter_is_refused_before_anything_is_written(tmp_path, own_apps, query):
+    path = tmp_path / "jobs.db"
+    with pytest.raises(ferroq.ConfigurationError, match="synchronous"):
+        own_apps.append(ferroq.App(f"sqlite:///{path}{query}"))
+    assert not path.exists()
+    assert os.listdir(tmp_path) == []
+
+
 # --- unusable paths ------------------------------------------------------------------------------
 
 

@@ -137,9 +137,13 @@ def _params(params: Any) -> str | bytes:
     return _params_json(params)
 
 
+#: json.dumps with these options, built once: dumps() builds an encoder per call when given any.
+_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
 def _params_json(params: Any) -> str:
     try:
-        text = json.dumps({} if params is None else params, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _JSON.encode({} if params is None else params)
     except (TypeError, ValueError) as exc:
         raise InvalidParamsError(f"params must be JSON-serializable: {exc}") from None
     # Scanned, not encoded: encoding would copy a large payload only to throw the copy away.
@@ -646,6 +650,13 @@ class App:
             finally:
                 executor.close()
         return worker.processed
+
+    def sqlite_synchronous(self) -> str | None:
+        """SQLite: how durable an acknowledged commit is, as ferroq's own connections to the
+        file read ``PRAGMA synchronous`` back: ``"full"`` (the default: it survives an OS
+        crash or power loss) or ``"normal"`` (``?synchronous=normal`` in the URL). None on
+        PostgreSQL. Opens the database if it is not open yet."""
+        return self._client.sqlite_synchronous()
 
     def notify(self) -> None:
         """Wake this scope's workers, in this process and every other, to look for jobs now."""

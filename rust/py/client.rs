@@ -196,8 +196,22 @@ impl PyClient {
         py: Python<'_>,
         specs: Vec<PyRef<'_, PyJobSpec>>,
     ) -> PyResult<Vec<PyJob>> {
-        let specs = self::specs(specs);
-        Ok(wrap(block_on(py, self.inner.insert(specs))?))
+        let jobs = self.inner.new_jobs(self::specs(specs))?;
+        let client = &self.inner;
+        // On the calling thread where the store allows it (SQLite, once open): no hop into
+        // the runtime and back.
+        let inserted = py.detach(|| {
+            client
+                .insert_blocking(&jobs)
+                .unwrap_or_else(|| runtime().block_on(client.insert_new(&jobs)))
+        })?;
+        Ok(wrap(inserted))
+    }
+
+    /// SQLite: `PRAGMA synchronous` as the App's own writing connections read it back
+    /// (`"full"` or `"normal"`); None on PostgreSQL.
+    fn sqlite_synchronous(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        Ok(block_on(py, self.inner.sqlite_synchronous())?)
     }
 
     /// Awaitable twin of `insert_jobs` for asyncio callers.

@@ -278,6 +278,17 @@ pub trait Store: Send + Sync {
     /// Wake `wake` whenever another process announces work for `scope`, until `stop`.
     /// Must survive connection loss on its own (reconnect, then wake once to cover the gap).
     async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken);
+    /// `insert_jobs` on the calling thread, without the async runtime, where the store can
+    /// (SQLite: a connection of its own, its statements prepared once): None where it cannot,
+    /// and the caller uses `insert_jobs`. It blocks: call it off the runtime's threads.
+    fn insert_jobs_blocking(&self, _scope: &str, _jobs: &[NewJob]) -> Option<Result<Vec<Job>>> {
+        None
+    }
+    /// SQLite: `PRAGMA synchronous` as ferroq's own writing connections read it back
+    /// (`"full"` or `"normal"`); None on stores without the setting.
+    async fn sqlite_synchronous(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// The insert of `insert_jobs` as a statement for the caller's own connection: the jobs
     /// commit or roll back with the caller's transaction, and are announced at its commit.
     /// Builds text only; nothing connects.

@@ -4,11 +4,13 @@
 
 #[macro_use]
 mod retry;
+mod direct;
 mod file;
 mod watch;
 
+use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,7 +29,7 @@ use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
     DueTimes, Finish, JobFilter, Lease, OrderBy, Store, HEADS_PLACED_PER_STATEMENT,
 };
-pub use file::path_from_url;
+pub use file::{parse_url, path_from_url, Synchronous};
 use retry::{db_error, WRITE_RETRY_LIMIT};
 
 /// The database clock: integer microseconds since the Unix epoch (millisecond resolution),
@@ -107,12 +109,24 @@ sqlite_sql!(NOTIFY, "notify.sql");
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
-    /// The one writer of this process.
+    /// The sqlx writer: claims, outcomes, leases, maintenance, asyncio enqueues.
     writer: SqlitePool,
+    /// The writer of blocking enqueues, on the caller's thread (see direct.rs); opened on
+    /// first use, dropped (and reopened) after a failed write, and at close.
+    direct: Mutex<Option<direct::DirectWriter>>,
+    /// Taken across every write transaction of this process, by both writers: they take
+    /// turns here rather than in SQLite's busy handler.
+    write_lock: tokio::sync::Mutex<()>,
+    /// Set by close(): the direct writer opens no more.
+    closed: std::sync::atomic::AtomicBool,
+    /// Commits of this process's writers, so far: the watcher's clue that a write to the WAL
+    /// was this process's own (see watch.rs).
+    own_commits: Arc<std::sync::atomic::AtomicU64>,
+    path: PathBuf,
+    synchronous: Synchronous,
     readers: SqlitePool,
     /// How often other processes' commits are looked for.
     wakeup_interval: Duration,
-    options: SqliteConnectOptions,
 }
 
 fn micros(value: Option<i64>) -> Option<DateTime<Utc>> {
@@ -176,16 +190,19 @@ impl SqliteStore {
     /// Open (creating if missing) the database file. Fails clearly when its directory does
     /// not exist; the schema is created on first use by `Client`.
     pub fn new(config: &ClientConfig) -> Result<SqliteStore> {
-        let path = path_from_url(&config.database_url)?;
+        let url = parse_url(&config.database_url)?;
+        let path = url.path;
         file::check_directory(&path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(db_error)?
             .filename(&path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // WAL with NORMAL is durable across application crashes; an OS crash may lose the
-            // last commits but never corrupts the file.
-            .synchronous(SqliteSynchronous::Normal)
+            // Both survive a crash of the process; see `Synchronous` for an OS crash.
+            .synchronous(match url.synchronous {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(Duration::from_secs(5))
             .with_regexp()
             .foreign_keys(true);
@@ -196,12 +213,17 @@ impl SqliteStore {
         let readers = SqlitePoolOptions::new()
             .max_connections(config.pool_size.clamp(2, 8) as u32)
             .acquire_timeout(config.connect_timeout.max(Duration::from_secs(5)))
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options);
         Ok(SqliteStore {
             writer,
+            direct: Mutex::new(None),
+            write_lock: tokio::sync::Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            own_commits: Arc::default(),
+            path,
+            synchronous: url.synchronous,
             readers,
             wakeup_interval: config.wakeup_interval,
-            options,
         })
     }
 
@@ -548,7 +570,69 @@ impl Store for SqliteStore {
     }
 
     async fn listen(&self, _scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
-        watch::watch_commits(&self.options, self.wakeup_interval, wake, stop).await;
+        watch::watch_commits(
+            &self.writer,
+            &self.path,
+            &self.own_commits,
+            self.wakeup_interval,
+            wake,
+            stop,
+        )
+        .await;
+    }
+
+    fn insert_jobs_blocking(&self, scope: &str, jobs: &[NewJob]) -> Option<Result<Vec<Job>>> {
+        use std::sync::atomic::Ordering;
+        if jobs.is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        let mut direct = self.direct.lock().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Acquire) {
+            *direct = None;
+            return Some(Err(Error::Database(
+                "SQLite: the App's connections are closed".into(),
+            )));
+        }
+        let writer = match direct.as_mut() {
+            Some(writer) => writer,
+            None => match direct::DirectWriter::open(&self.path, self.synchronous, &INSERT_JOBS) {
+                Ok(writer) => direct.insert(writer),
+                Err(err) => return Some(Err(err)),
+            },
+        };
+        let inserted = writer.insert(scope, jobs, &self.write_lock);
+        if inserted.is_ok() {
+            self.own_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        if inserted.is_err() || self.closed.load(Ordering::Acquire) {
+            // A fresh connection after a failed write (see write_tx!), or none after close.
+            *direct = None;
+        }
+        Some(inserted)
+    }
+
+    async fn sqlite_synchronous(&self) -> Result<Option<String>> {
+        let level: i64 = write_tx!(self, |conn| {
+            sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await?
+        })?;
+        // The enqueue connection too, when open and not busy (this runs on the runtime, which
+        // must not wait for an enqueue that waits for another process's lock).
+        let direct = match self.direct.try_lock() {
+            Ok(mut direct) => direct
+                .as_mut()
+                .map(|writer| writer.synchronous())
+                .transpose()?,
+            Err(_) => None,
+        };
+        let writer = Synchronous::from_pragma(level);
+        match direct {
+            Some(other) if other != writer => Err(Error::Database(format!(
+                "SQLite connections disagree on synchronous: {writer} and {other}"
+            ))),
+            _ => Ok(Some(writer.to_owned())),
+        }
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
@@ -567,6 +651,12 @@ impl Store for SqliteStore {
         // Calling close() marks a pool closed at once, so no operation starts from here on;
         // the connections then close when the returned future runs. Outside a runtime
         // (nothing to run it on) they close as the pools' last handles drop.
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut direct) = self.direct.try_lock() {
+            // An enqueue in flight holds it, and drops the connection when it ends.
+            *direct = None;
+        }
         let closing = (self.writer.close(), self.readers.close());
         drop(closing);
         let (writer, readers) = (self.writer.clone(), self.readers.clone());

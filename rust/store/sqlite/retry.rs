@@ -39,6 +39,8 @@ macro_rules! retry_busy {
 macro_rules! write_tx {
     ($store:expr, |$conn:ident| $body:block) => {
         retry_busy!(async {
+            // This process's turn among its writers (see direct.rs), held to the commit.
+            let _turn = $store.write_lock.lock().await;
             let mut pooled = $store.writer.acquire().await?;
             let outcome = async {
                 let mut tx = pooled.begin_with("BEGIN IMMEDIATE").await?;
@@ -47,6 +49,9 @@ macro_rules! write_tx {
                     $body
                 };
                 tx.commit().await?;
+                $store
+                    .own_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, sqlx::Error>(value)
             }
             .await;
@@ -68,24 +73,30 @@ macro_rules! write_tx {
 pub(crate) fn db_error(err: sqlx::Error) -> Error {
     match &err {
         sqlx::Error::Database(db) => {
-            // SQLite's primary result code is the low byte of the extended one.
-            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0) & 0xff;
-            let hint = match code {
-                // SQLITE_CANTOPEN: in WAL mode even a reader must create or write the -wal and
-                // -shm files beside the database, so a read-only directory or filesystem shows
-                // up as this, with no word of being read-only.
-                14 => " (the file, or the -wal and -shm files SQLite keeps beside it, could not be opened: is the directory missing or read-only?)",
-                // SQLITE_READONLY
-                8 => " (the file or its filesystem is read-only)",
-                _ => "",
-            };
-            Error::Database(format!("SQLite: {}{hint}", db.message()))
+            let code = db.code().and_then(|c| c.parse::<i64>().ok()).unwrap_or(0);
+            sqlite_error(code, db.message())
         }
         sqlx::Error::PoolTimedOut => {
             Error::Database("timed out waiting for a SQLite connection".into())
         }
         other => Error::Database(format!("SQLite: {other}")),
     }
+}
+
+/// An error SQLite reported (its result code and message) as the core reports it, with a
+/// hint where SQLite's own words mislead.
+pub(crate) fn sqlite_error(code: i64, message: &str) -> Error {
+    // SQLite's primary result code is the low byte of the extended one.
+    let hint = match code & 0xff {
+        // SQLITE_CANTOPEN: in WAL mode even a reader must create or write the -wal and
+        // -shm files beside the database, so a read-only directory or filesystem shows
+        // up as this, with no word of being read-only.
+        14 => " (the file, or the -wal and -shm files SQLite keeps beside it, could not be opened: is the directory missing or read-only?)",
+        // SQLITE_READONLY
+        8 => " (the file or its filesystem is read-only)",
+        _ => "",
+    };
+    Error::Database(format!("SQLite: {message}{hint}"))
 }
 
 /// SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes (e.g. BUSY_SNAPSHOT 517).
