@@ -144,6 +144,31 @@ def test_a_blocking_queue_never_has_a_second_job_claimed_ahead(app_factory):
     assert started == ids
 
 
+def test_the_head_of_another_blocking_queue_is_left_for_a_worker_with_a_free_slot(app_factory):
+    busy = app_factory(concurrency=1, prefetch=5, poll_interval=60)
+    gate, started, _ = _gated(busy)
+    first, other = (
+        job.id for job in busy.create_jobs([{"queue": "a", "action": "work"}, {"queue": "b", "action": "work"}])
+    )
+    idle = app_factory(concurrency=1, poll_interval=0.2)
+    ran_elsewhere: list[int] = []
+
+    @idle.performer("work")
+    def work(job):
+        ran_elsewhere.append(job.id)
+
+    try:
+        with busy:
+            wait_until(lambda: started == [first], message="the busy worker's first job")
+            # Claimed ahead, queue b's only job would wait behind queue a's in the busy worker.
+            assert stays_true(lambda: _states(busy, [other]) == [("available", 0)], 0.5)
+            with idle:
+                wait_for_jobs(idle, [other], "completed")
+            assert ran_elsewhere == [other]
+    finally:
+        gate.set()
+
+
 def test_prefetch_defaults_to_concurrency_up_to_a_hundred(app_factory):
     assert app_factory(concurrency=10).prefetch == 10
     assert app_factory(concurrency=1000).prefetch == 100

@@ -135,6 +135,7 @@ async fn claim_and_complete(
         let request = ClaimRequest {
             scope: "bench",
             limit: BATCH,
+            blocking_limit: BATCH,
             queues,
             worker_name: "bench",
             lease_ttl: Duration::from_secs(30),

@@ -46,8 +46,12 @@ pub struct Lease {
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
     pub scope: &'a str,
-    /// Most jobs to hand out: the worker's free slots.
+    /// Most jobs to hand out: the worker's free slots and the room to claim ahead.
     pub limit: usize,
+    /// Most heads of blocking queues among them: the slots free to start them now. A head
+    /// is never claimed ahead: waiting in one worker for a slot, it would hold its whole
+    /// queue from every other worker.
+    pub blocking_limit: usize,
     /// The queue kinds (concurrent queues and their limits across all workers) and the
     /// queues this worker serves.
     pub queues: &'a QueueRouting,

@@ -277,12 +277,16 @@ impl Shared {
         }
     }
 
-    /// How many jobs to claim now: free performer slots plus room in the reservation buffer.
-    /// A slot frees as soon as its performer reports, so the next claim overlaps the write of
-    /// the previous outcomes.
-    fn claim_room(&self) -> usize {
+    /// How many jobs to claim now: free performer slots plus room in the reservation buffer;
+    /// and how many of them may be heads of blocking queues: the slots free now. A slot frees
+    /// as soon as its performer reports, so the next claim overlaps the write of the previous
+    /// outcomes.
+    fn claim_room(&self) -> (usize, usize) {
         let now = tokio::time::Instant::now();
-        self.in_flight.lock().unwrap().room(&self.config, now)
+        let attempts = self.in_flight.lock().unwrap();
+        let free_slots = (self.config.concurrency as usize)
+            .saturating_sub(attempts.performing + attempts.reserved.len());
+        (attempts.room(&self.config, now), free_slots)
     }
 
     /// Take in what a claim returned: every job holds its lease from now on; as many as there

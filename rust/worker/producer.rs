@@ -21,7 +21,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         // Registered before looking, so a wake-up between the look and the wait is kept.
         let woken = shared.wake.notified();
         shared.release_reserved(false);
-        let free = shared.claim_room();
+        let (free, free_slots) = shared.claim_room();
         if free == 0 {
             // Every slot runs and the buffer is full: wait for a report, or for the oldest
             // reservation to expire.
@@ -43,6 +43,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         let request = ClaimRequest {
             scope: &shared.scope,
             limit: free,
+            blocking_limit: free_slots,
             queues: &shared.queues,
             worker_name: &config.worker_name,
             lease_ttl: config.lease_ttl,

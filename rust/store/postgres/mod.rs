@@ -211,7 +211,8 @@ impl PgStore {
         let claim = client.prepare_cached(&CLAIM).await?;
         let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
             [&request.scope, &queues];
-        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        let blocking_limit = request.blocking_limit as i64;
+        let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &request.scope,
             &queues,
             &caps,
@@ -221,6 +222,7 @@ impl PgStore {
             &request.actions,
             &blocking_names,
             &blocking_prefixes,
+            &blocking_limit,
         ];
         // One round trip: the requests are sent back to back (tokio-postgres sends in order of
         // first poll) and the server runs them in order, each statement with its own snapshot:
@@ -476,6 +478,8 @@ impl Store for PgStore {
             drop(client);
             let rest = ClaimRequest {
                 limit: request.limit - jobs.len(),
+                // As if every job claimed so far took a free slot: never more heads than slots.
+                blocking_limit: request.blocking_limit.saturating_sub(jobs.len()),
                 ..request.clone()
             };
             jobs.extend(self.claim_round(&rest).await?.1);

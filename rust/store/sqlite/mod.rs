@@ -275,6 +275,7 @@ impl SqliteStore {
                 .bind(actions.as_deref())
                 .bind(blocking_names.as_deref())
                 .bind(blocking_prefixes.as_deref())
+                .bind(request.blocking_limit as i64)
                 .fetch_all(&mut *conn)
                 .await?;
             let mut served: Vec<String> = Vec::new();
@@ -400,6 +401,8 @@ impl Store for SqliteStore {
             {}
             let rest = ClaimRequest {
                 limit: request.limit - jobs.len(),
+                // As if every job claimed so far took a free slot: never more heads than slots.
+                blocking_limit: request.blocking_limit.saturating_sub(jobs.len()),
                 ..request.clone()
             };
             jobs.extend(self.claim_round(&rest).await?.1);

@@ -355,6 +355,7 @@ pub fn claim<'a>(limit: usize, queues: &'a QueueRouting) -> ClaimRequest<'a> {
     ClaimRequest {
         scope: "default",
         limit,
+        blocking_limit: limit,
         queues,
         worker_name: "w",
         lease_ttl: Duration::from_secs(30),

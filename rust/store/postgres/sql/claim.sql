@@ -2,7 +2,9 @@
 -- $1 scope, $2/$3 the concurrent queues this worker serves and their caps (empty arrays when
 -- there are none), $4 the batch size, $5 the worker's name, $6 the lease in seconds, $7 the
 -- actions the worker has performers for (NULL: any), $8/$9 the blocking queues it serves:
--- exact names and name prefixes (both NULL: every queue; see QueueSelector in config.rs).
+-- exact names and name prefixes (both NULL: every queue; see QueueSelector in config.rs),
+-- $10 the most blocking heads to claim (the worker's slots free now: heads are never claimed
+-- ahead).
 -- Runs after resolve_heads.sql and lock_concurrent_queues.sql in the same transaction.
 --
 -- Fairness: every candidate job gets a load, the number of jobs its queue would then run (a
@@ -64,7 +66,7 @@ WITH caps AS MATERIALIZED (
                   ORDER BY p.scheduled_at, p.sequence
                   LIMIT 1)
     ORDER BY h.run_at, h.sequence
-    LIMIT $4
+    LIMIT least($4, $10)
 ), head_candidates AS (
     -- The row lock re-checks the state (SKIP LOCKED + READ COMMITTED re-evaluation), and the
     -- unique index ferroq_jobs_one_running_per_blocking_queue backs the rule up in the schema.

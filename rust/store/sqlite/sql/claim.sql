@@ -4,7 +4,8 @@
 -- ?1 scope, ?2 the concurrent queues served as a JSON array of [queue, cap], ?3 the batch
 -- size, ?4 the worker's name, ?5 the lease in seconds, ?6 the actions served (JSON array, NULL:
 -- any), ?7/?8 the blocking queues served: JSON arrays of exact names and of name prefixes
--- (both NULL: every queue).
+-- (both NULL: every queue), ?9 the most blocking heads to claim (the worker's slots free now:
+-- heads are never claimed ahead).
 WITH caps AS (
     SELECT json_extract(q.value, '$[0]') AS queue, json_extract(q.value, '$[1]') AS cap
     FROM json_each(?2) AS q
@@ -51,7 +52,7 @@ WITH caps AS (
                       WHERE r.scope = ?1 AND r.blocking AND r.queue = h.queue
                         AND r.state = 'running')
     ORDER BY h.run_at, h.id
-    LIMIT ?3
+    LIMIT min(?3, ?9)
 ), claimable AS (
     SELECT id, load, turn, priority, scheduled_at FROM concurrent_candidates WHERE load <= cap
     UNION ALL
