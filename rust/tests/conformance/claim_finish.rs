@@ -212,6 +212,54 @@ pub async fn a_claim_hands_out_no_more_than_its_limit(backend: Backend) {
     db.drop().await;
 }
 
+pub async fn a_claim_takes_no_more_blocking_heads_than_its_blocking_limit(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    db.store
+        .insert_jobs(
+            "default",
+            &[
+                job("a", true),
+                job("b", true),
+                job("c", true),
+                job("emails", false),
+                job("emails", false),
+            ],
+        )
+        .await
+        .unwrap();
+    let limits = queues(&[("emails", 10)]);
+    let first = db
+        .store
+        .claim(&ClaimRequest {
+            blocking_limit: 1,
+            ..claim(10, &limits)
+        })
+        .await
+        .unwrap();
+    let blocking = |jobs: &[_]| {
+        jobs.iter()
+            .filter(|j: &&_core::job::Job| j.queue != "emails")
+            .count()
+    };
+    assert_eq!(
+        (first.len(), blocking(&first)),
+        (3, 1),
+        "both concurrent jobs (claimed ahead) and one head: heads only for free slots"
+    );
+    let rest = db
+        .store
+        .claim(&ClaimRequest {
+            blocking_limit: 0,
+            ..claim(10, &limits)
+        })
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "no free slot: no head, however much room");
+    let rest = db.store.claim(&claim(10, &limits)).await.unwrap();
+    assert_eq!(blocking(&rest), 2);
+    db.drop().await;
+}
+
 pub async fn a_concurrent_job_is_claimed_only_by_workers_serving_its_queue(backend: Backend) {
     let db = TestDb::new(backend).await;
     let inserted = db

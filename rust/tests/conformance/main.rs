@@ -32,6 +32,7 @@ support::conformance! {
         claim_finish::concurrent_queue_respects_its_limit_across_claims,
         claim_finish::concurrent_jobs_are_claimed_by_priority_then_fifo,
         claim_finish::a_claim_hands_out_no_more_than_its_limit,
+        claim_finish::a_claim_takes_no_more_blocking_heads_than_its_blocking_limit,
         claim_finish::a_concurrent_job_is_claimed_only_by_workers_serving_its_queue,
         claim_finish::a_claim_starts_an_attempt_under_a_fresh_lease,
         claim_finish::scopes_never_see_each_other,
