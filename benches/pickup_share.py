@@ -1,8 +1,11 @@
-"""Pickup latency of a job enqueued by another process on SQLite: a worker runs here, a child
-process enqueues one job every --gap seconds, and each job's latency is from create_job
-returning in the child to its performer starting here (one machine, one clock).
+"""The worker's share of idle pickup: a worker runs here, a child process enqueues one job
+every --gap seconds, and each job's latency is from create_job returning in the child (its
+commit acknowledged) to its performer starting here (one machine, one clock). The enqueue
+itself, which every system pays alike, is left out. SQLite by default (a file in a temporary
+directory); any database URL works:
 
-    python benches/sqlite_pickup.py --jobs 200 [--url sqlite:////tmp/pickup.db?synchronous=normal]
+    python benches/pickup_share.py --jobs 200 [--url sqlite:////tmp/pickup.db?synchronous=normal]
+    python benches/pickup_share.py --jobs 200 --url postgresql://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
