@@ -89,8 +89,11 @@ def test_stop_hands_jobs_claimed_ahead_back_at_once_with_their_attempts_unused(a
     assert _states(app, ids) == [("completed", 1), ("available", 0), ("available", 0)]
 
 
-def test_a_job_claimed_ahead_goes_back_after_the_reservation_timeout_for_another_worker(app_factory):
-    busy = app_factory(concurrency=1, prefetch=1, reservation_timeout=0.3, queues={"q": 100}, poll_interval=60)
+# prefetch 1: the buffer is full and the worker waits for room; prefetch 2: room is left and
+# the worker naps until woken (poll_interval a minute away). Either way the reservation expires.
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_a_job_claimed_ahead_goes_back_after_the_reservation_timeout_for_another_worker(app_factory, prefetch):
+    busy = app_factory(concurrency=1, prefetch=prefetch, reservation_timeout=0.3, queues={"q": 100}, poll_interval=60)
     gate, started, _ = _gated(busy)
     first, second = (job.id for job in busy.create_jobs([{"queue": "q", "action": "work"} for _ in range(2)]))
     idle = app_factory(concurrency=1, prefetch=0, queues={"q": 100}, poll_interval=0.2)

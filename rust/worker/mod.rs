@@ -107,8 +107,12 @@ struct Attempts {
 }
 
 impl Attempts {
-    /// Move reserved jobs into free performer slots, oldest first.
+    /// Move reserved jobs into free performer slots, oldest first; none once a stop began
+    /// (it hands them back).
     fn take_ready(&mut self, concurrency: usize) -> Vec<Job> {
+        if self.closed {
+            return Vec::new();
+        }
         let free = concurrency.saturating_sub(self.performing);
         let count = free.min(self.reserved.len());
         self.performing += count;

@@ -103,6 +103,11 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                 continue;
             }
         }
+        // Jobs claimed ahead that wait for a slot are handed back when their reservation
+        // expires, whatever else this loop waits for.
+        let reservation_expiry = shared
+            .next_reservation_expiry()
+            .unwrap_or_else(|| tokio::time::Instant::now() + config.poll_interval);
         if config.drain {
             if claimed == 0 && in_flight_before_claim == 0 {
                 return;
@@ -110,6 +115,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             // Outcomes being written may unblock the next job of a blocking queue.
             tokio::select! {
                 _ = woken => {}
+                _ = tokio::time::sleep_until(reservation_expiry) => {}
                 _ = shared.stop_claiming.cancelled() => return,
             }
             continue;
@@ -141,6 +147,7 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         tokio::select! {
             _ = woken => {}
             _ = tokio::time::sleep(nap) => {}
+            _ = tokio::time::sleep_until(reservation_expiry) => {}
             _ = shared.stop_claiming.cancelled() => return,
         }
     }
