@@ -15,8 +15,9 @@ claim_delete.sql), run with Python's built-in sqlite3 module on a fresh file in 
   ``id = ANY(array)``); repeated until the table is empty.
 
 Durability is the same as ferroq's SQLite store (rust/store/sqlite/mod.rs):
-``journal_mode=WAL``, ``synchronous=NORMAL`` (durable across application crashes; an OS crash
-may lose the last commits), ``busy_timeout=5000`` ms, ``foreign_keys=ON``. One connection does
+``journal_mode=WAL``, ``synchronous=FULL`` (ferroq's default; ``--synchronous normal`` for the
+cheaper setting, durable across application crashes, where an OS crash may lose the last
+commits), ``busy_timeout=5000`` ms, ``foreign_keys=ON``. One connection does
 every write, as in ferroq (SQLite has one writer at a time, so more clients would only queue;
 pgbench's -c 2 has no equivalent here). Times are integer microseconds, as in ferroq's schema.
 
@@ -47,7 +48,7 @@ CREATE TABLE bench_jobs (
 ) STRICT;
 CREATE INDEX bench_jobs_ready ON bench_jobs (queue, run_at, id) WHERE state = 0;
 """
-PRAGMAS = {"journal_mode": "WAL", "synchronous": "NORMAL", "busy_timeout": "5000", "foreign_keys": "ON"}
+PRAGMAS = {"journal_mode": "WAL", "synchronous": "FULL", "busy_timeout": "5000", "foreign_keys": "ON"}
 INSERT = "INSERT INTO bench_jobs (queue, run_at, args) VALUES ('default', ?, '{}')"
 CLAIM = """
 UPDATE bench_jobs SET state = 1, attempts = attempts + 1
@@ -120,7 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="rows per transaction (default 500, as pgbench's)")
     parser.add_argument("--runs", type=int, default=3, help="runs of both ceilings; the median is reported (default 3)")
     parser.add_argument("--dir", default=None, help="directory of the temporary database file (default: system temp)")
+    parser.add_argument(
+        "--synchronous", choices=["full", "normal"], default="full", help="as ferroq's ?synchronous= (default full)"
+    )
     args = parser.parse_args(argv)
+    PRAGMAS["synchronous"] = args.synchronous.upper()
     if args.jobs < 1 or args.batch < 1 or args.runs < 1:
         parser.error("--jobs, --batch and --runs must be positive")
 
