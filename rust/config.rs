@@ -40,6 +40,8 @@ pub const MAX_DEFAULT_PREFETCH: u32 = 100;
 /// How long a job claimed ahead may wait in a worker for a free slot before it is handed back
 /// to the queue (EctoJob's reservation timeout).
 pub const DEFAULT_RESERVATION_TIMEOUT: f64 = 2.0;
+/// A job claimed ahead waits at most a day: past that, claiming ahead only hoards.
+pub const MAX_RESERVATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything an App can be configured with, as a caller gives it.
 #[derive(Debug, Clone)]
@@ -271,17 +273,25 @@ impl AppOptions {
                     .map_err(|_| Error::Configuration(format!("prefetch {n} is too large")))?,
             ),
         };
+        let reservation_timeout = seconds(
+            "reservation_timeout",
+            self.reservation_timeout
+                .unwrap_or(DEFAULT_RESERVATION_TIMEOUT),
+            false,
+        )?;
+        if reservation_timeout > MAX_RESERVATION_TIMEOUT {
+            return Err(Error::Configuration(format!(
+                "reservation_timeout must be at most {} seconds (a day), got {}",
+                MAX_RESERVATION_TIMEOUT.as_secs(),
+                reservation_timeout.as_secs_f64()
+            )));
+        }
         let worker = WorkerConfig {
             concurrency: u32::try_from(concurrency).map_err(|_| {
                 Error::Configuration(format!("concurrency {concurrency} is too large"))
             })?,
             prefetch,
-            reservation_timeout: seconds(
-                "reservation_timeout",
-                self.reservation_timeout
-                    .unwrap_or(DEFAULT_RESERVATION_TIMEOUT),
-                false,
-            )?,
+            reservation_timeout,
             poll_interval: seconds(
                 "poll_interval",
                 self.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL),

@@ -172,6 +172,37 @@ def test_the_head_of_another_blocking_queue_is_left_for_a_worker_with_a_free_slo
         gate.set()
 
 
+def test_a_blocking_head_claimed_with_jobs_to_run_ahead_starts_first(app_factory):
+    app = app_factory(concurrency=1, prefetch=3, queues={"c": 100}, poll_interval=60)
+    gate, started, _ = _gated(app)
+    # The concurrent jobs are older (lower ids) than the head, and the claim takes all four.
+    ahead = [job.id for job in app.create_jobs([{"queue": "c", "action": "work"} for _ in range(3)])]
+    head = app.create_job("b", "work").id
+    with app:
+        wait_until(lambda: started, message="a job to start")
+        # The head holds its whole queue: it runs now, the concurrent jobs wait claimed ahead.
+        assert started == [head]
+        wait_until(lambda: _states(app, ahead) == [("running", 1)] * 3, message="the claim ahead")
+        gate.set()
+        wait_for_jobs(app, [head, *ahead], "completed")
+
+
+def test_drain_counts_a_job_handed_back_from_the_buffer_once(app_factory):
+    app = app_factory(concurrency=1, prefetch=1, reservation_timeout=0.2, queues={"q": 100})
+    runs: list[int] = []
+
+    @app.performer("work")
+    def work(job):
+        runs.append(job.id)
+        time.sleep(0.8)
+
+    ids = [job.id for job in app.create_jobs([{"queue": "q", "action": "work"} for _ in range(2)])]
+    # The second job waits ahead longer than its reservation, goes back, and runs later.
+    assert app.drain() == 2
+    assert sorted(runs) == ids
+    assert [app.get_job(job_id).attempts for job_id in ids] == [1, 1]
+
+
 def test_prefetch_defaults_to_concurrency_up_to_a_hundred(app_factory):
     assert app_factory(concurrency=10).prefetch == 10
     assert app_factory(concurrency=1000).prefetch == 100
@@ -189,6 +220,7 @@ def test_prefetch_defaults_to_concurrency_up_to_a_hundred(app_factory):
         ("reservation_timeout", 0, "reservation_timeout must be a positive number of seconds"),
         ("reservation_timeout", -2, "reservation_timeout"),
         ("reservation_timeout", float("nan"), "reservation_timeout"),
+        ("reservation_timeout", 1e19, "reservation_timeout must be at most 86400 seconds"),
     ],
 )
 def test_bad_claim_ahead_options_are_refused_when_the_app_is_made(database_url, option, value, message):

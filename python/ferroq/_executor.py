@@ -151,11 +151,13 @@ class Executor:
         """A stop ran out of time: interrupt what still runs; each is released, not failed.
         Jobs handed over that the loop has not taken yet are released without starting."""
         self._stopping = True
-        self._watchdog.interrupt_all()
+        # Taken before interrupting: a job the loop took after the interrupts would start and
+        # run on, uninterrupted.
         if self._handle is not None:
             waiting = self._handle.take_claimed()
             if waiting:
                 self._report_only([(job, Outcome.released()) for job in waiting])
+        self._watchdog.interrupt_all()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_tasks)
 

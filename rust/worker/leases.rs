@@ -44,15 +44,23 @@ pub(super) async fn keep_alive(shared: Arc<Shared>) {
                     let held: HashSet<i64> = held.into_iter().collect();
                     // An attempt whose performer has reported may have had its outcome written
                     // since the leases were read: only an unreported one has really lost it.
-                    let lost: Vec<i64> = {
-                        let attempts = shared.in_flight.lock().unwrap();
-                        leases
+                    let (lost, dropped) = {
+                        let mut attempts = shared.in_flight.lock().unwrap();
+                        let lost: Vec<i64> = leases
                             .iter()
                             .filter(|lease| !held.contains(&lease.id))
                             .filter(|lease| attempts.leases.get(lease).is_some_and(|e| !e.reported))
                             .map(|lease| lease.id)
-                            .collect()
+                            .collect();
+                        // A job claimed ahead that lost its lease is never started here.
+                        let dropped = attempts.drop_lost_reservations(&lost);
+                        (lost, dropped)
                     };
+                    if dropped > 0 {
+                        // Room in the buffer, and perhaps nothing left in flight for a stop.
+                        shared.wake.notify_one();
+                        shared.progressed.notify_waiters();
+                    }
                     // Outcomes still written after this are fenced off by the lease token.
                     if !lost.is_empty() {
                         log::warn!(

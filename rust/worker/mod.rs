@@ -72,6 +72,9 @@ struct InFlight {
     /// The performer has returned and its outcome waits for the completer: the attempt no
     /// longer takes a performer slot, but its lease stays held (and renewed) until written.
     reported: bool,
+    /// Handed to a performer; false while claimed ahead, and for a reservation handed back:
+    /// only started attempts count as processed.
+    started: bool,
 }
 
 impl InFlight {
@@ -85,6 +88,7 @@ impl InFlight {
             max_attempts: job.max_attempts,
             max_backoff: job.max_backoff,
             reported: false,
+            started: false,
         };
         (Lease { id: job.id, token }, entry)
     }
@@ -116,7 +120,48 @@ impl Attempts {
         let free = concurrency.saturating_sub(self.performing);
         let count = free.min(self.reserved.len());
         self.performing += count;
-        self.reserved.drain(..count).map(|(job, _)| job).collect()
+        let ready: Vec<Job> = self.reserved.drain(..count).map(|(job, _)| job).collect();
+        for job in &ready {
+            let (lease, _) = InFlight::claimed(job);
+            if let Some(entry) = self.leases.get_mut(&lease) {
+                entry.started = true;
+            }
+        }
+        ready
+    }
+
+    /// Forget reserved jobs whose lease renewal found them no longer held (another worker
+    /// may run them by now): never start them, and write nothing for them.
+    fn drop_lost_reservations(&mut self, lost: &[i64]) -> usize {
+        let before = self.reserved.len();
+        let mut dropped = Vec::new();
+        self.reserved.retain(|(job, _)| {
+            let keep = !lost.contains(&job.id);
+            if !keep {
+                dropped.push(InFlight::claimed(job).0);
+            }
+            keep
+        });
+        for lease in dropped {
+            self.leases.remove(&lease);
+        }
+        before - self.reserved.len()
+    }
+
+    /// When claiming must look again by itself: the oldest reservation expires, or the pause
+    /// of claiming ahead ends.
+    fn next_deadline(&self, config: &WorkerConfig) -> Option<tokio::time::Instant> {
+        let expiry = self
+            .reserved
+            .front()
+            .map(|(_, since)| *since + config.reservation_timeout);
+        let pause_end = self
+            .reserve_paused_until
+            .filter(|until| *until > tokio::time::Instant::now());
+        match (expiry, pause_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Jobs to claim now: the free slots and the room left in the reservation buffer.
@@ -302,7 +347,12 @@ impl Shared {
             return Err(jobs);
         }
         let now = tokio::time::Instant::now();
-        for job in jobs {
+        // Heads of blocking queues first: the claim took only as many as there are free
+        // slots, so they all start now; claimed ahead, one would hold its whole queue.
+        let (heads, rest): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|job| self.queues.kinds.is_blocking(&job.queue));
+        for job in heads.into_iter().chain(rest) {
             let (lease, entry) = InFlight::claimed(&job);
             attempts.leases.insert(lease, entry);
             attempts.reserved.push_back((job, now));
@@ -310,13 +360,10 @@ impl Shared {
         Ok(attempts.take_ready(self.config.concurrency as usize))
     }
 
-    /// When the oldest reservation expires, if any waits.
-    fn next_reservation_expiry(&self) -> Option<tokio::time::Instant> {
-        let attempts = self.in_flight.lock().unwrap();
-        attempts
-            .reserved
-            .front()
-            .map(|(_, since)| *since + self.config.reservation_timeout)
+    /// When the producer must look again by itself: the oldest reservation expires, or the
+    /// pause of claiming ahead ends.
+    fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.in_flight.lock().unwrap().next_deadline(&self.config)
     }
 
     /// Hand back the reserved jobs that waited longer than `reservation_timeout` (all of them
@@ -366,8 +413,13 @@ impl Shared {
         {
             let mut attempts = self.in_flight.lock().unwrap();
             for lease in leases {
-                attempts.leases.remove(&lease);
-                retired += 1;
+                if attempts
+                    .leases
+                    .remove(&lease)
+                    .is_some_and(|entry| entry.started)
+                {
+                    retired += 1;
+                }
             }
         }
         self.processed.fetch_add(retired, Ordering::Relaxed);
@@ -626,6 +678,7 @@ mod tests {
             max_attempts,
             max_backoff: 100.0,
             reported: false,
+            started: true,
         }
     }
 

@@ -23,10 +23,10 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
         shared.release_reserved(false);
         let (free, free_slots) = shared.claim_room();
         if free == 0 {
-            // Every slot runs and the buffer is full: wait for a report, or for the oldest
-            // reservation to expire.
+            // Every slot runs and the buffer is full: wait for a report, for the oldest
+            // reservation to expire, or for a pause of claiming ahead to end.
             let expiry = shared
-                .next_reservation_expiry()
+                .next_deadline()
                 .unwrap_or_else(|| tokio::time::Instant::now() + config.poll_interval);
             tokio::select! {
                 _ = woken => {}
@@ -77,8 +77,13 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
                     _ => error_backoff,
                 };
                 log::warn!("ferroq: claiming jobs failed ({err}); retrying in {pause:?}");
+                let reservation_expiry = shared
+                    .next_deadline()
+                    .unwrap_or_else(|| tokio::time::Instant::now() + pause);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
+                    // Reservations are handed back at the top of the loop.
+                    _ = tokio::time::sleep_until(reservation_expiry) => continue,
                     _ = shared.stop_claiming.cancelled() => return,
                 }
                 error_backoff = (error_backoff * 2).min(Duration::from_secs(5));
@@ -104,9 +109,10 @@ pub(super) async fn run(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch>) {
             }
         }
         // Jobs claimed ahead that wait for a slot are handed back when their reservation
-        // expires, whatever else this loop waits for.
+        // expires, and claiming ahead resumes when its pause ends, whatever else this loop
+        // waits for.
         let reservation_expiry = shared
-            .next_reservation_expiry()
+            .next_deadline()
             .unwrap_or_else(|| tokio::time::Instant::now() + config.poll_interval);
         if config.drain {
             if claimed == 0 && in_flight_before_claim == 0 {
