@@ -44,6 +44,18 @@ def _gated(app: ferroq.App, action: str = "work"):
     return gate, started, running
 
 
+def _idle_worker(app_factory, **options) -> tuple[ferroq.App, list[int]]:
+    """A second App on the same database whose performer only records the ids it ran."""
+    idle = app_factory(concurrency=1, poll_interval=0.2, **options)
+    ran: list[int] = []
+
+    @idle.performer("work")
+    def work(job):
+        ran.append(job.id)
+
+    return idle, ran
+
+
 def _states(app: ferroq.App, ids: list[int]) -> list[tuple[str, int]]:
     jobs = [app.get_job(job_id) for job_id in ids]
     return [(str(job.state), job.attempts) for job in jobs if job is not None]
@@ -96,13 +108,7 @@ def test_a_job_claimed_ahead_goes_back_after_the_reservation_timeout_for_another
     busy = app_factory(concurrency=1, prefetch=prefetch, reservation_timeout=0.3, queues={"q": 100}, poll_interval=60)
     gate, started, _ = _gated(busy)
     first, second = (job.id for job in busy.create_jobs([{"queue": "q", "action": "work"} for _ in range(2)]))
-    idle = app_factory(concurrency=1, prefetch=0, queues={"q": 100}, poll_interval=0.2)
-    ran_elsewhere: list[int] = []
-
-    @idle.performer("work")
-    def work(job):
-        ran_elsewhere.append(job.id)
-
+    idle, ran_elsewhere = _idle_worker(app_factory, prefetch=0, queues={"q": 100})
     try:
         with busy:
             wait_until(lambda: _states(busy, [first, second]) == [("running", 1)] * 2, message="the claim ahead")
@@ -153,13 +159,7 @@ def test_the_head_of_another_blocking_queue_is_left_for_a_worker_with_a_free_slo
     first, other = (
         job.id for job in busy.create_jobs([{"queue": "a", "action": "work"}, {"queue": "b", "action": "work"}])
     )
-    idle = app_factory(concurrency=1, poll_interval=0.2)
-    ran_elsewhere: list[int] = []
-
-    @idle.performer("work")
-    def work(job):
-        ran_elsewhere.append(job.id)
-
+    idle, ran_elsewhere = _idle_worker(app_factory)
     try:
         with busy:
             wait_until(lambda: started == [first], message="the busy worker's first job")

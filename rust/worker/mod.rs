@@ -77,12 +77,17 @@ struct InFlight {
     started: bool,
 }
 
+/// The lease a claimed job's attempt holds: the key of its entry in [`Attempts::leases`].
+fn lease_of(job: &Job) -> Lease {
+    let token = job
+        .lease_token
+        .expect("a claimed job carries its lease token");
+    Lease { id: job.id, token }
+}
+
 impl InFlight {
     /// A job just claimed: its lease, and what its outcome will need.
     fn claimed(job: &Job) -> (Lease, InFlight) {
-        let token = job
-            .lease_token
-            .expect("a claimed job carries its lease token");
         let entry = InFlight {
             attempts: job.attempts,
             max_attempts: job.max_attempts,
@@ -90,7 +95,7 @@ impl InFlight {
             reported: false,
             started: false,
         };
-        (Lease { id: job.id, token }, entry)
+        (lease_of(job), entry)
     }
 }
 
@@ -122,8 +127,7 @@ impl Attempts {
         self.performing += count;
         let ready: Vec<Job> = self.reserved.drain(..count).map(|(job, _)| job).collect();
         for job in &ready {
-            let (lease, _) = InFlight::claimed(job);
-            if let Some(entry) = self.leases.get_mut(&lease) {
+            if let Some(entry) = self.leases.get_mut(&lease_of(job)) {
                 entry.started = true;
             }
         }
@@ -138,7 +142,7 @@ impl Attempts {
         self.reserved.retain(|(job, _)| {
             let keep = !lost.contains(&job.id);
             if !keep {
-                dropped.push(InFlight::claimed(job).0);
+                dropped.push(lease_of(job));
             }
             keep
         });
@@ -378,7 +382,7 @@ impl Shared {
                     break;
                 }
                 let (job, _) = attempts.reserved.pop_front().expect("a front was seen");
-                let (lease, _) = InFlight::claimed(&job);
+                let lease = lease_of(&job);
                 if let Some(entry) = attempts.leases.get_mut(&lease) {
                     // No performer will report it: it counts as reported from now on.
                     entry.reported = true;
@@ -398,13 +402,19 @@ impl Shared {
                     self.config.reservation_timeout
                 );
             }
-            if let Some(sender) = self.finishes.lock().unwrap().as_ref() {
-                for finish in released {
-                    let _ = sender.send(finish);
-                }
-            }
+            self.send_finishes(released);
         }
         count
+    }
+
+    /// Queue outcomes for the completer; dropped once it has ended after a stop (their jobs'
+    /// leases expire and they run again).
+    fn send_finishes(&self, finishes: impl IntoIterator<Item = Finish>) {
+        if let Some(sender) = self.finishes.lock().unwrap().as_ref() {
+            for finish in finishes {
+                let _ = sender.send(finish);
+            }
+        }
     }
 
     /// Forget attempts whose outcome is written (or needs no write), and wake whoever waits.
@@ -532,11 +542,7 @@ impl Worker {
             let room_opened = room_before == 0 && attempts.room(&self.shared.config, now) > 0;
             (ready, room_opened)
         };
-        if let Some(sender) = self.shared.finishes.lock().unwrap().as_ref() {
-            for finish in finishes {
-                let _ = sender.send(finish);
-            }
-        }
+        self.shared.send_finishes(finishes);
         // A producer waiting for room can claim now. Otherwise it waits for the written
         // outcome: only that can unblock a blocking queue or lower a queue's running count.
         if room_opened {
