@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::queues::{QueueRouting, QueueSelector};
-use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
+use crate::store::{self, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store};
 use crate::worker::{Dispatch, Worker};
 
 /// What one process holds of a client: nothing in it may cross a fork.
@@ -245,6 +245,23 @@ impl Client {
         let store = self.store().await?;
         let changed = store.cancel_job(&self.config.scope, id).await?;
         self.transitioned(&store, id, "cancel", changed).await
+    }
+
+    /// Apply `change` to every job of the scope `filter` matches, in one statement; returns
+    /// how many changed. A state in the filter the change cannot apply to is refused before
+    /// anything changes (see [`BulkChange::states`]).
+    pub async fn bulk_change(&self, change: BulkChange, filter: &JobFilter) -> Result<u64> {
+        change.states(filter.states.as_deref())?;
+        let store = self.store().await?;
+        let changed = store
+            .bulk_change(&self.config.scope, change, filter)
+            .await?;
+        // Retried jobs are runnable now, and cancelled heads may have unblocked their queues.
+        if changed > 0 && change != BulkChange::Delete {
+            self.wake().notify_one();
+            store.notify(&self.config.scope).await?;
+        }
+        Ok(changed)
     }
 
     /// After a retry or cancel: either can unblock a blocking queue (a cancelled retrying

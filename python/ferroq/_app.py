@@ -39,7 +39,7 @@ __all__ = ["App", "Page"]
 Seconds = float | int | timedelta
 
 _JOB_OPTIONS = frozenset({"scheduled_at", "delay", "timeout", "max_backoff", "max_attempts", "priority"})
-_FILTERS = frozenset({"queue", "action", "state", "search", "order_by", "descending"})
+_FILTERS = frozenset({"queue", "action", "state", "search", "older_than", "order_by", "descending"})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -678,10 +678,12 @@ class App:
         offset: int = 0,
         order_by: str = "id",
         descending: bool = False,
+        older_than: Seconds | None = None,
     ) -> list[Job]:
         """Jobs of this scope matching every filter given. ``search`` is a case-insensitive
         substring of the action, the params (as JSON text; bytes params are not searched) or
-        the error."""
+        the error. ``older_than`` (seconds or a timedelta): finished jobs that finished that
+        long ago, other jobs inserted that long ago."""
         return self._client.list_jobs(
             queue,
             action,
@@ -691,6 +693,7 @@ class App:
             bool(descending),
             _integer("limit", limit),
             _integer("offset", offset),
+            _optional_seconds("older_than", older_than, InvalidOptionError),
         )
 
     def paginate_jobs(self, page_size: int = 20, page_number: int = 1, **filters: Any) -> Page:
@@ -707,6 +710,7 @@ class App:
             filters.get("search"),
             filters.get("order_by", "id"),
             bool(filters.get("descending", False)),
+            _optional_seconds("older_than", filters.get("older_than"), InvalidOptionError),
         )
         return Page(data=data, total=total, page_number=page_number, page_size=page_size)
 
@@ -717,3 +721,64 @@ class App:
     def cancel_job(self, id: int) -> Job:
         """Discard a job that has not finished and is not running."""
         return self._client.cancel_job(_integer("id", id))
+
+    # -- bulk changes: every job a filter of list_jobs matches, in one statement ----------------
+
+    def retry_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        action: str | None = None,
+        state: str | Sequence[str] | None = None,
+        search: str | None = None,
+        older_than: Seconds | None = None,
+    ) -> int:
+        """Run again now every matching job that is scheduled, retryable, failed or discarded
+        (as :meth:`retry_job`; by default all of those states): how the dead letter is
+        redriven. Returns how many jobs changed."""
+        return self._bulk_change("retry", queue, action, state, search, older_than)
+
+    def cancel_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        action: str | None = None,
+        state: str | Sequence[str] | None = None,
+        search: str | None = None,
+        older_than: Seconds | None = None,
+    ) -> int:
+        """Discard every matching job that waits (scheduled, available or retryable), as
+        :meth:`cancel_job`; blocking queues move on. Returns how many jobs changed."""
+        return self._bulk_change("cancel", queue, action, state, search, older_than)
+
+    def delete_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        action: str | None = None,
+        state: str | Sequence[str] | None = None,
+        search: str | None = None,
+        older_than: Seconds | None = None,
+    ) -> int:
+        """Delete every matching finished job (completed, failed or discarded): how the dead
+        letter is purged. Jobs that have not finished are never deleted; cancel them first.
+        Returns how many jobs were deleted."""
+        return self._bulk_change("delete", queue, action, state, search, older_than)
+
+    def _bulk_change(
+        self,
+        change: str,
+        queue: str | None,
+        action: str | None,
+        state: str | Sequence[str] | None,
+        search: str | None,
+        older_than: Seconds | None,
+    ) -> int:
+        return self._client.bulk_change(
+            change,
+            queue,
+            action,
+            _states(state),
+            search,
+            _optional_seconds("older_than", older_than, InvalidOptionError),
+        )

@@ -220,6 +220,7 @@ class Client:
         descending: bool = False,
         limit: int = 100,
         offset: int = 0,
+        older_than: float | None = None,
     ) -> list[Job]: ...
     def paginate_jobs(
         self,
@@ -231,9 +232,19 @@ class Client:
         search: str | None = None,
         order_by: str = "id",
         descending: bool = False,
+        older_than: float | None = None,
     ) -> tuple[list[Job], int]: ...
     def retry_job(self, id: int) -> Job: ...
     def cancel_job(self, id: int) -> Job: ...
+    def bulk_change(
+        self,
+        change: str,
+        queue: str | None = None,
+        action: str | None = None,
+        states: Sequence[str] | None = None,
+        search: str | None = None,
+        older_than: float | None = None,
+    ) -> int: ...
     def notify(self) -> None: ...
     def sqlite_synchronous(self) -> str | None: ...
     def start_worker(self, executor: Executor, actions: Sequence[str], *, drain: bool = False) -> WorkerHandle: ...

@@ -15,7 +15,7 @@ use crate::py::job::PyJob;
 use crate::py::job_spec::PyJobSpec;
 use crate::py::runtime::{block_on, future_into_py, runtime};
 use crate::py::worker::{PyDispatcher, WorkerHandle};
-use crate::store::JobFilter;
+use crate::store::{BulkChange, JobFilter};
 
 /// The storage side of one App.
 #[pyclass(frozen, name = "Client", module = "ferroq._core")]
@@ -243,7 +243,7 @@ impl PyClient {
         Ok(block_on(py, self.inner.get_job(id))?.map(PyJob::listed))
     }
 
-    #[pyo3(signature = (queue=None, action=None, states=None, search=None, order_by="id", descending=false, limit=100, offset=0))]
+    #[pyo3(signature = (queue=None, action=None, states=None, search=None, order_by="id", descending=false, limit=100, offset=0, older_than=None))]
     #[allow(clippy::too_many_arguments)]
     fn list_jobs(
         &self,
@@ -256,15 +256,17 @@ impl PyClient {
         descending: bool,
         limit: i64,
         offset: i64,
+        older_than: Option<f64>,
     ) -> PyResult<Vec<PyJob>> {
         let filter = JobFilter::new(
             queue, action, states, search, order_by, descending, limit, offset,
-        )?;
+        )?
+        .older_than(older_than)?;
         Ok(wrap(block_on(py, self.inner.list_jobs(&filter))?))
     }
 
     /// Page `page_number` (from 1) of `page_size` jobs, and the number of all matches.
-    #[pyo3(signature = (page_size=20, page_number=1, queue=None, action=None, states=None, search=None, order_by="id", descending=false))]
+    #[pyo3(signature = (page_size=20, page_number=1, queue=None, action=None, states=None, search=None, order_by="id", descending=false, older_than=None))]
     #[allow(clippy::too_many_arguments)]
     fn paginate_jobs(
         &self,
@@ -277,8 +279,10 @@ impl PyClient {
         search: Option<String>,
         order_by: &str,
         descending: bool,
+        older_than: Option<f64>,
     ) -> PyResult<(Vec<PyJob>, i64)> {
         let page = JobFilter::new(queue, action, states, search, order_by, descending, 0, 0)?
+            .older_than(older_than)?
             .page(page_size, page_number)?;
         let (jobs, total) = block_on(py, self.inner.paginate_jobs(&page))?;
         Ok((wrap(jobs), total))
@@ -290,6 +294,26 @@ impl PyClient {
 
     fn cancel_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
         Ok(PyJob::listed(block_on(py, self.inner.cancel_job(id))?))
+    }
+
+    /// Retry, cancel or delete (`change`) every job the filters match, in one statement;
+    /// returns how many changed.
+    #[pyo3(signature = (change, queue=None, action=None, states=None, search=None, older_than=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn bulk_change(
+        &self,
+        py: Python<'_>,
+        change: &str,
+        queue: Option<String>,
+        action: Option<String>,
+        states: Option<Vec<String>>,
+        search: Option<String>,
+        older_than: Option<f64>,
+    ) -> PyResult<u64> {
+        let change = BulkChange::parse(change)?;
+        let filter = JobFilter::new(queue, action, states, search, "id", false, 0, 0)?
+            .older_than(older_than)?;
+        Ok(block_on(py, self.inner.bulk_change(change, &filter))?)
     }
 
     /// Wake every worker of this scope, in this process and others.

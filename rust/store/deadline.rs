@@ -19,7 +19,10 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter, Lease, Store};
+use super::{
+    BulkChange, CallerStatement, ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease,
+    QueueCount, Store,
+};
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
 
@@ -128,6 +131,39 @@ impl<S: Store> Store for Bounded<S> {
     async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
         self.within("cancelling a job", self.inner.cancel_job(scope, id))
             .await
+    }
+
+    async fn bulk_change(
+        &self,
+        scope: &str,
+        change: BulkChange,
+        filter: &JobFilter,
+    ) -> Result<u64> {
+        let what = match change {
+            BulkChange::Retry => "retrying jobs",
+            BulkChange::Cancel => "cancelling jobs",
+            BulkChange::Delete => "deleting jobs",
+        };
+        self.within(what, self.inner.bulk_change(scope, change, filter))
+            .await
+    }
+
+    async fn queue_counts(&self, scope: &str) -> Result<Vec<QueueCount>> {
+        self.within("counting jobs per queue", self.inner.queue_counts(scope))
+            .await
+    }
+
+    async fn blocked_heads(
+        &self,
+        scope: &str,
+        actions: Option<&[String]>,
+        limit: i64,
+    ) -> Result<(Vec<HeldQueue>, i64)> {
+        self.within(
+            "finding blocked queues",
+            self.inner.blocked_heads(scope, actions, limit),
+        )
+        .await
     }
 
     async fn notify(&self, scope: &str) -> Result<()> {

@@ -103,6 +103,9 @@ pub struct JobFilter {
     /// Case-insensitive substring of action, params (as JSON text; bytes params are not
     /// searched) or error.
     pub search: Option<String>,
+    /// Only jobs older than this: a finished job by when it finished, any other by when it
+    /// was inserted (on the database clock).
+    pub older_than: Option<Duration>,
     pub order_by: OrderBy,
     pub descending: bool,
     pub limit: i64,
@@ -140,11 +143,31 @@ impl JobFilter {
             action,
             states,
             search,
+            older_than: None,
             order_by: OrderBy::parse(order_by)?,
             descending,
             limit,
             offset,
         })
+    }
+
+    /// Only jobs older than `seconds` (see [`JobFilter::older_than`]); None: any age.
+    pub fn older_than(mut self, seconds: Option<f64>) -> Result<JobFilter> {
+        self.older_than = seconds
+            .map(|s| {
+                // A filter is an argument of one call, not the App's configuration.
+                crate::config::seconds("older_than", s, true).map_err(|err| match err {
+                    Error::Configuration(message) => Error::InvalidOption(message),
+                    other => other,
+                })
+            })
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// The age bound in seconds, as the stores bind it.
+    pub(crate) fn older_than_secs(&self) -> Option<f64> {
+        self.older_than.map(|d| d.as_secs_f64())
     }
 
     /// Page `page_number` (from 1) of `page_size` jobs: the limit and offset of this filter.
@@ -164,6 +187,92 @@ impl JobFilter {
         self.states
             .as_ref()
             .map(|states| states.iter().map(|s| s.as_str()).collect())
+    }
+}
+
+/// One line of `ferroq stats`' counts: a queue's jobs in one state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueCount {
+    pub queue: String,
+    pub blocking: bool,
+    pub state: JobState,
+    pub count: i64,
+    /// For available jobs: seconds since the one claimable longest ago became so.
+    pub oldest_available_age: Option<f64>,
+}
+
+/// The head of a blocking queue that holds its queue (see `blocked_heads.sql`).
+#[derive(Debug, Clone)]
+pub struct HeldQueue {
+    pub head: Job,
+    /// Unfinished jobs of the queue behind the head.
+    pub behind: i64,
+}
+
+/// A change applied to every job a [`JobFilter`] matches, in one statement (the dead letter
+/// redriven or purged at once). The filter's states are those the change applies to, as
+/// [`BulkChange::states`] narrowed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkChange {
+    /// Run again now, with at least one attempt left (as `retry_job`).
+    Retry,
+    /// Discard jobs that wait (as `cancel_job`); a blocking queue moves on.
+    Cancel,
+    /// Delete finished jobs.
+    Delete,
+}
+
+impl BulkChange {
+    pub const ALL: [BulkChange; 3] = [BulkChange::Retry, BulkChange::Cancel, BulkChange::Delete];
+
+    /// The change called `name` (`"retry"`, `"cancel"`, `"delete"`).
+    pub fn parse(name: &str) -> Result<BulkChange> {
+        BulkChange::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidOption(format!(
+                    "unknown bulk change {name:?}: use retry, cancel or delete"
+                ))
+            })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkChange::Retry => "retry",
+            BulkChange::Cancel => "cancel",
+            BulkChange::Delete => "delete",
+        }
+    }
+
+    /// The states a job may be in for this change to apply to it.
+    pub fn applies_to(self) -> &'static [JobState] {
+        use JobState::*;
+        match self {
+            BulkChange::Retry => &[Scheduled, Retryable, Failed, Discarded],
+            BulkChange::Cancel => &[Scheduled, Available, Retryable],
+            BulkChange::Delete => &[Completed, Failed, Discarded],
+        }
+    }
+
+    /// The states to change: those `asked` names (all this change applies to when None). A
+    /// state the change cannot apply to is the caller's error, said before anything changes.
+    pub fn states(self, asked: Option<&[JobState]>) -> Result<Vec<JobState>> {
+        let allowed = self.applies_to();
+        let Some(asked) = asked else {
+            return Ok(allowed.to_vec());
+        };
+        if let Some(bad) = asked.iter().find(|s| !allowed.contains(s)) {
+            let names: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            return Err(Error::InvalidOption(format!(
+                "cannot {} {} jobs: {} applies to jobs in states {}",
+                self.name(),
+                bad.as_str(),
+                self.name(),
+                names.join(", ")
+            )));
+        }
+        Ok(asked.to_vec())
     }
 }
 
@@ -277,6 +386,21 @@ pub trait Store: Send + Sync {
     async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
     /// Discard a job that is neither running nor finished; None when there is no such job.
     async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
+    /// Apply `change` to every job of the scope `filter` matches (its limit, offset and order
+    /// are ignored; its states are the ones to change); returns how many changed.
+    async fn bulk_change(&self, scope: &str, change: BulkChange, filter: &JobFilter)
+        -> Result<u64>;
+    /// Jobs per queue and state, for `ferroq stats`.
+    async fn queue_counts(&self, scope: &str) -> Result<Vec<QueueCount>>;
+    /// The heads of blocking queues that hold their queue, at most `limit` by queue name, and
+    /// how many there are in all; `actions`: the performers known to the caller (None: the
+    /// caller does not know, and no head is held for want of one).
+    async fn blocked_heads(
+        &self,
+        scope: &str,
+        actions: Option<&[String]>,
+        limit: i64,
+    ) -> Result<(Vec<HeldQueue>, i64)>;
     /// Tell every worker of the scope to look for work now.
     async fn notify(&self, scope: &str) -> Result<()>;
     /// Wake `wake` whenever another process announces work for `scope`, until `stop`.

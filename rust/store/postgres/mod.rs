@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +19,8 @@ use chrono::{DateTime, Utc};
 
 use crate::job::{Job, JobState, NewJob, Params, Schedule};
 use crate::store::{
-    contains_pattern, migrate, Backend, CallerStatement, ClaimRequest, DueTimes, Finish, JobFilter,
-    Lease, Store, HEADS_PLACED_PER_STATEMENT,
+    contains_pattern, migrate, Backend, BulkChange, CallerStatement, ClaimRequest, DueTimes,
+    Finish, HeldQueue, JobFilter, Lease, QueueCount, Store, HEADS_PLACED_PER_STATEMENT,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -46,6 +47,10 @@ const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
       AND h.state IN ('scheduled', 'available', 'running', 'retryable') \
       AND (h.scheduled_at, h.sequence) < (j.scheduled_at, j.sequence) \
     ORDER BY h.scheduled_at, h.sequence LIMIT 1) AS blocked_by";
+
+/// The WHERE clause of listings and bulk changes: $1 scope, then the filters ($2-$6), bound
+/// by [`filter_params`].
+const JOB_FILTER: &str = include_str!("sql/job_filter.sql");
 
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue', j.queue, \
@@ -92,8 +97,14 @@ pg_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 pg_sql!(NEXT_RUN_IN, "next_run_in.sql");
 pg_sql!(DELETE_COMPLETED, "delete_completed.sql");
 sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
-sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
-pg_sql!(COUNT_JOBS, "count_jobs.sql");
+sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY,
+    "{{filter}}" => JOB_FILTER);
+sql!(COUNT_JOBS = "count_jobs.sql", "{{filter}}" => JOB_FILTER);
+pg_sql!(QUEUE_COUNTS, "queue_counts.sql");
+pg_sql!(BLOCKED_HEADS, "blocked_heads.sql");
+sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER);
+sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER);
+sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER);
 pg_sql!(RETRY_JOB, "retry_job.sql");
 pg_sql!(CANCEL_JOB, "cancel_job.sql");
 pg_sql!(NOTIFY, "notify.sql");
@@ -590,39 +601,105 @@ impl Store for PgStore {
             "{{order_by}}",
             &filter.order_by.clause(filter.descending, "j."),
         );
-        let search = filter.search.as_deref().map(contains_pattern);
-        self.query_jobs(
-            &sql,
-            &[
-                &scope,
-                &filter.queue,
-                &filter.action,
-                &filter.state_names(),
-                &search,
-                &filter.limit,
-                &filter.offset,
-            ],
-        )
-        .await
+        let bound = FilterParams::new(scope, filter, filter.state_names());
+        let mut params = bound.params();
+        params.extend([&filter.limit as &(dyn ToSql + Sync), &filter.offset]);
+        self.query_jobs(&sql, &params).await
     }
 
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64> {
-        let search = filter.search.as_deref().map(contains_pattern);
+        let bound = FilterParams::new(scope, filter, filter.state_names());
         let client = self.client().await?;
         let statement = client.prepare_cached(&COUNT_JOBS).await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &scope,
-                    &filter.queue,
-                    &filter.action,
-                    &filter.state_names(),
-                    &search,
-                ],
-            )
-            .await?;
+        let row = client.query_one(&statement, &bound.params()).await?;
         Ok(row.get(0))
+    }
+
+    async fn queue_counts(&self, scope: &str) -> Result<Vec<QueueCount>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&QUEUE_COUNTS).await?;
+        client
+            .query(&statement, &[&scope])
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(QueueCount {
+                    queue: row.try_get(0)?,
+                    blocking: row.try_get(1)?,
+                    state: JobState::parse(row.try_get(2)?)
+                        .map_err(|e| Error::Database(e.to_string()))?,
+                    count: row.try_get(3)?,
+                    oldest_available_age: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn blocked_heads(
+        &self,
+        scope: &str,
+        actions: Option<&[String]>,
+        limit: i64,
+    ) -> Result<(Vec<HeldQueue>, i64)> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&BLOCKED_HEADS).await?;
+        let rows = client
+            .query(&statement, &[&scope, &actions, &limit])
+            .await?;
+        let total = rows
+            .first()
+            .map(|row| row.try_get(BLOCKED_BY_COLUMN + 2))
+            .transpose()?;
+        let heads = rows
+            .iter()
+            .map(|row| {
+                Ok(HeldQueue {
+                    head: job_from_row(row)?,
+                    behind: row.try_get(BLOCKED_BY_COLUMN + 1)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((heads, total.unwrap_or(0)))
+    }
+
+    async fn bulk_change(
+        &self,
+        scope: &str,
+        change: BulkChange,
+        filter: &JobFilter,
+    ) -> Result<u64> {
+        let states = change.states(filter.states.as_deref())?;
+        let bound = FilterParams::new(
+            scope,
+            filter,
+            Some(states.iter().map(|s| s.as_str()).collect()),
+        );
+        let mut client = self.client().await?;
+        match change {
+            BulkChange::Retry | BulkChange::Delete => {
+                let sql = if change == BulkChange::Retry {
+                    &*BULK_RETRY
+                } else {
+                    &*BULK_DELETE
+                };
+                let statement = client.prepare_cached(sql).await?;
+                Ok(client.execute(&statement, &bound.params()).await?)
+            }
+            BulkChange::Cancel => {
+                let cancel = client.prepare_cached(&BULK_CANCEL).await?;
+                let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
+                let transaction = client.transaction().await?;
+                let ids: Vec<i64> = transaction
+                    .query(&cancel, &bound.params())
+                    .await?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                transaction.execute(&promote, &[&ids]).await?;
+                transaction.commit().await?;
+                Ok(ids.len() as u64)
+            }
+        }
     }
 
     async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
@@ -682,5 +759,38 @@ impl Store for PgStore {
 
     fn discard_idle_connections(&self) {
         self.pool.retain(|_, _| false);
+    }
+}
+
+/// The values [`JOB_FILTER`] binds, $1 to $6, with the states to match given apart: a listing
+/// passes the filter's own, a bulk change the ones it applies to.
+struct FilterParams<'a> {
+    scope: &'a str,
+    filter: &'a JobFilter,
+    states: Option<Vec<&'static str>>,
+    search: Option<String>,
+    older_than: Option<f64>,
+}
+
+impl<'a> FilterParams<'a> {
+    fn new(scope: &'a str, filter: &'a JobFilter, states: Option<Vec<&'static str>>) -> Self {
+        FilterParams {
+            scope,
+            filter,
+            states,
+            search: filter.search.as_deref().map(contains_pattern),
+            older_than: filter.older_than_secs(),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.scope,
+            &self.filter.queue,
+            &self.filter.action,
+            &self.states,
+            &self.search,
+            &self.older_than,
+        ]
     }
 }

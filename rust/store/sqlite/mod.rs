@@ -26,8 +26,9 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob, Params};
 use crate::store::{
-    encode_finish_batch, encode_insert_batch, migrate, Backend, CallerStatement, ClaimRequest,
-    DueTimes, Finish, JobFilter, Lease, OrderBy, Store, HEADS_PLACED_PER_STATEMENT,
+    encode_finish_batch, encode_insert_batch, migrate, Backend, BulkChange, CallerStatement,
+    ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease, OrderBy, QueueCount, Store,
+    HEADS_PLACED_PER_STATEMENT,
 };
 pub use file::{parse_url, path_from_url, Synchronous};
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -59,6 +60,10 @@ const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
       AND h.state IN ('scheduled', 'available', 'running', 'retryable') \
       AND (h.scheduled_at, h.id) < (ferroq_jobs.scheduled_at, ferroq_jobs.id) \
     ORDER BY h.scheduled_at, h.id LIMIT 1) AS blocked_by";
+
+/// The WHERE clause of listings and bulk changes: ?1 scope, then the filters (?2-?6), bound
+/// by `bind_filter`.
+const JOB_FILTER: &str = include_str!("sql/job_filter.sql");
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
 const BLOCKED_BY_COLUMN: usize = 22;
@@ -92,8 +97,15 @@ sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 sqlite_sql!(NEXT_RUN_IN, "next_run_in.sql");
 sqlite_sql!(DELETE_COMPLETED, "delete_completed.sql");
 sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
-sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
-sqlite_sql!(COUNT_JOBS, "count_jobs.sql");
+// {{filter}} before {{now}}: the filter holds a {{now}} of its own.
+sql!(LIST_JOBS = "list_jobs.sql", "{{filter}}" => JOB_FILTER, "{{job_columns}}" => JOB_COLUMNS,
+    "{{blocked_by}}" => BLOCKED_BY, "{{now}}" => NOW);
+sql!(COUNT_JOBS = "count_jobs.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
+sqlite_sql!(QUEUE_COUNTS, "queue_counts.sql");
+sql!(BLOCKED_HEADS = "blocked_heads.sql", "{{job_columns}}" => JOB_COLUMNS);
+sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
+sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
+sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sqlite_sql!(RETRY_JOB, "retry_job.sql");
 sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
 sqlite_sql!(CALLER_COMPLETE, "caller_complete.sql");
@@ -180,10 +192,51 @@ fn search_regex(text: &str) -> String {
     format!("(?i){}", regex::escape(text))
 }
 
-fn states_json(filter: &JobFilter) -> Option<String> {
-    filter
-        .state_names()
-        .map(|s| serde_json::to_string(&s).expect("a list of strings is JSON"))
+fn states_json(states: Option<Vec<&'static str>>) -> Option<String> {
+    states.map(|s| serde_json::to_string(&s).expect("a list of strings is JSON"))
+}
+
+/// Bind JOB_FILTER's ?1 to ?6 on any sqlx query builder: the scope, the filter's values, and
+/// the states to match (a listing's own, or those a bulk change applies to) as a JSON array.
+fn bind_filter<'q, Q: BindFilter<'q>>(
+    query: Q,
+    scope: &str,
+    filter: &JobFilter,
+    states: Option<String>,
+) -> Q {
+    query
+        .bind_text(Some(scope.to_owned()))
+        .bind_text(filter.queue.clone())
+        .bind_text(filter.action.clone())
+        .bind_text(states)
+        .bind_text(filter.search.as_deref().map(search_regex))
+        .bind_real(filter.older_than_secs())
+}
+
+/// The binds `bind_filter` needs, for each kind of sqlx query it is used with.
+trait BindFilter<'q>: Sized {
+    fn bind_text(self, value: Option<String>) -> Self;
+    fn bind_real(self, value: Option<f64>) -> Self;
+}
+
+impl<'q> BindFilter<'q> for sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    fn bind_text(self, value: Option<String>) -> Self {
+        self.bind(value)
+    }
+    fn bind_real(self, value: Option<f64>) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> BindFilter<'q>
+    for sqlx::query::QueryScalar<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments>
+{
+    fn bind_text(self, value: Option<String>) -> Self {
+        self.bind(value)
+    }
+    fn bind_real(self, value: Option<f64>) -> Self {
+        self.bind(value)
+    }
 }
 
 impl SqliteStore {
@@ -536,11 +589,7 @@ impl Store for SqliteStore {
             .expect("every ordering has a statement");
         let (scope, filter) = (scope.to_owned(), filter.clone());
         self.query_jobs_read(sql, move |q| {
-            q.bind(scope.clone())
-                .bind(filter.queue.clone())
-                .bind(filter.action.clone())
-                .bind(states_json(&filter))
-                .bind(filter.search.as_deref().map(search_regex))
+            bind_filter(q, &scope, &filter, states_json(filter.state_names()))
                 .bind(filter.limit)
                 .bind(filter.offset)
         })
@@ -548,13 +597,101 @@ impl Store for SqliteStore {
     }
 
     async fn count_jobs(&self, scope: &str, filter: &JobFilter) -> Result<i64> {
-        retry_busy!(sqlx::query_scalar(COUNT_JOBS.as_str())
+        let states = states_json(filter.state_names());
+        retry_busy!(bind_filter(
+            sqlx::query_scalar(COUNT_JOBS.as_str()),
+            scope,
+            filter,
+            states.clone()
+        )
+        .fetch_one(&self.readers))
+    }
+
+    async fn queue_counts(&self, scope: &str) -> Result<Vec<QueueCount>> {
+        let rows = retry_busy!(sqlx::query(QUEUE_COUNTS.as_str())
             .bind(scope)
-            .bind(filter.queue.as_deref())
-            .bind(filter.action.as_deref())
-            .bind(states_json(filter))
-            .bind(filter.search.as_deref().map(search_regex))
-            .fetch_one(&self.readers))
+            .fetch_all(&self.readers))?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueCount {
+                    queue: row.try_get(0).map_err(db_error)?,
+                    blocking: row.try_get(1).map_err(db_error)?,
+                    state: JobState::parse(row.try_get(2).map_err(db_error)?)
+                        .map_err(|e| Error::Database(e.to_string()))?,
+                    count: row.try_get(3).map_err(db_error)?,
+                    oldest_available_age: row.try_get(4).map_err(db_error)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn blocked_heads(
+        &self,
+        scope: &str,
+        actions: Option<&[String]>,
+        limit: i64,
+    ) -> Result<(Vec<HeldQueue>, i64)> {
+        let actions = actions.map(|a| serde_json::to_string(a).expect("strings are JSON"));
+        let rows = retry_busy!(sqlx::query(BLOCKED_HEADS.as_str())
+            .bind(scope)
+            .bind(actions.clone())
+            .bind(limit)
+            .fetch_all(&self.readers))?;
+        let total = match rows.first() {
+            Some(row) => row.try_get(BLOCKED_BY_COLUMN + 2).map_err(db_error)?,
+            None => 0,
+        };
+        let heads = rows
+            .iter()
+            .map(|row| {
+                Ok(HeldQueue {
+                    head: job_from_row(row)?,
+                    behind: row.try_get(BLOCKED_BY_COLUMN + 1).map_err(db_error)?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok((heads, total))
+    }
+
+    async fn bulk_change(
+        &self,
+        scope: &str,
+        change: BulkChange,
+        filter: &JobFilter,
+    ) -> Result<u64> {
+        let states = change.states(filter.states.as_deref())?;
+        let states = states_json(Some(states.iter().map(|s| s.as_str()).collect()));
+        write_tx!(self, |conn| {
+            match change {
+                BulkChange::Retry | BulkChange::Delete => {
+                    let sql = if change == BulkChange::Retry {
+                        &BULK_RETRY
+                    } else {
+                        &BULK_DELETE
+                    };
+                    bind_filter(sqlx::query(sql.as_str()), scope, filter, states.clone())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                }
+                BulkChange::Cancel => {
+                    let ids: Vec<i64> = bind_filter(
+                        sqlx::query_scalar(BULK_CANCEL.as_str()),
+                        scope,
+                        filter,
+                        states.clone(),
+                    )
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    // Cancelled heads hand their queues on.
+                    sqlx::query(PROMOTE_HEADS.as_str())
+                        .bind(serde_json::to_string(&ids).expect("ids are JSON"))
+                        .execute(&mut *conn)
+                        .await?;
+                    ids.len() as u64
+                }
+            }
+        })
     }
 
     async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
