@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::queues::{QueueRouting, QueueSelector};
+use crate::stats::Stats;
 use crate::store::{self, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store};
 use crate::worker::{Dispatch, Worker};
 
@@ -262,6 +263,28 @@ impl Client {
             store.notify(&self.config.scope).await?;
         }
         Ok(changed)
+    }
+
+    /// What each queue holds and the blocking queues held by their head, at most
+    /// `blocked_limit` of those; `performers`: the actions the caller has performers for
+    /// (None: not known, and no queue is reported held for want of one).
+    pub async fn stats(
+        &self,
+        performers: Option<Vec<String>>,
+        blocked_limit: i64,
+    ) -> Result<Stats> {
+        if blocked_limit < 0 {
+            return Err(Error::InvalidOption(format!(
+                "the limit of blocked queues must not be negative, got {blocked_limit}"
+            )));
+        }
+        let store = self.store().await?;
+        let scope = &self.config.scope;
+        let counts = store.queue_counts(scope).await?;
+        let (held, total) = store
+            .blocked_heads(scope, performers.as_deref(), blocked_limit)
+            .await?;
+        Ok(Stats::new(scope, counts, held, total))
     }
 
     /// After a retry or cancel: either can unblock a blocking queue (a cancelled retrying

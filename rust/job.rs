@@ -186,7 +186,7 @@ impl Job {
     /// a blocking queue names the job it waits behind only in listings (see `blocked_by`).
     pub fn waiting_reason(&self) -> Option<String> {
         let time = |at: DateTime<Utc>| at.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
-        let until = self.next_attempt_at.unwrap_or(self.scheduled_at);
+        let until = self.waits_until();
         Some(match (self.state, self.blocked_by) {
             (JobState::Running | JobState::Completed | JobState::Failed, _) => return None,
             (JobState::Discarded, _) => return None,
@@ -205,6 +205,11 @@ impl Job {
                 self.action, self.queue
             ),
         })
+    }
+
+    /// When a waiting (scheduled, snoozed or retrying) job may run next.
+    pub fn waits_until(&self) -> DateTime<Utc> {
+        self.next_attempt_at.unwrap_or(self.scheduled_at)
     }
 
     /// Whether this claim came after the job's attempts were used up: its last attempt's

@@ -11,6 +11,7 @@ pub mod maintenance;
 #[cfg(feature = "python")]
 pub mod py;
 pub mod queues;
+pub mod stats;
 pub mod store;
 pub mod worker;
 

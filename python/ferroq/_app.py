@@ -25,6 +25,7 @@ from . import _caller_tx, _core
 from ._core import Job
 from ._executor import Executor, Performer
 from ._state import JobState
+from ._stats import Stats
 from .errors import (
     ConfigurationError,
     InvalidNameError,
@@ -721,6 +722,16 @@ class App:
     def cancel_job(self, id: int) -> Job:
         """Discard a job that has not finished and is not running."""
         return self._client.cancel_job(_integer("id", id))
+
+    def stats(self, blocked_limit: int = 50) -> Stats:
+        """What each queue of this scope holds (jobs per state, the age of the oldest
+        available job) and every blocking queue held by its head, with why: retrying until a
+        time, scheduled, running since a time, or no performer registered here for its action
+        (judged only when this App has performers). At most ``blocked_limit`` held queues are
+        listed; ``blocked_total`` counts them all."""
+        performers = sorted(self._performers) or None
+        stats: Stats = json.loads(self._client.stats_json(performers, _integer("blocked_limit", blocked_limit)))
+        return stats
 
     # -- bulk changes: every job a filter of list_jobs matches, in one statement ----------------
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._app import App
@@ -72,16 +74,96 @@ def _jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _retry(args: argparse.Namespace) -> int:
-    job = _app_from_args(args).retry_job(args.id)
-    print(f"job {job.id} is {job.state}")
-    return 0
+#: Exit status of ``stats --check`` when a blocking queue is held (0: none is; 1: an error).
+EXIT_BLOCKED = 3
+
+_STATE_COLUMNS = ("scheduled", "available", "running", "retryable", "completed", "failed", "discarded")
 
 
-def _cancel(args: argparse.Namespace) -> int:
-    job = _app_from_args(args).cancel_job(args.id)
-    print(f"job {job.id} is {job.state}")
-    return 0
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.1f}s"
+
+
+def _stats(args: argparse.Namespace) -> int:
+    app = _load_app(args.app) if getattr(args, "app", None) else _app_from_args(args)
+    stats = app.stats(blocked_limit=args.limit)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        width = max([len("QUEUE"), *(len(q["queue"]) for q in stats["queues"])])
+        header = "  ".join(f"{s.upper():>9}" for s in _STATE_COLUMNS)
+        print(f"{'QUEUE':<{width}}  {'KIND':<10}  {header}  OLDEST AVAILABLE")
+        for queue in stats["queues"]:
+            counts = "  ".join(f"{queue['counts'][s]:>9}" for s in _STATE_COLUMNS)
+            kind = "blocking" if queue["blocking"] else "concurrent"
+            print(f"{queue['queue']:<{width}}  {kind:<10}  {counts}  {_age(queue['oldest_available_age'])}")
+        if not stats["queues"]:
+            print("(no jobs)")
+        blocked = stats["blocked"]
+        if blocked:
+            shown = f"{len(blocked)} of {stats['blocked_total']}"
+            print(f"\nBLOCKED QUEUES ({shown})")
+            width = max(len("QUEUE"), *(len(b["queue"]) for b in blocked))
+            print(f"{'QUEUE':<{width}}  {'BEHIND':>6}  REASON")
+            for b in blocked:
+                print(f"{b['queue']:<{width}}  {b['behind']:>6}  {b['reason']}")
+        else:
+            print("\nno blocking queue is held")
+    return EXIT_BLOCKED if args.check and stats["blocked_total"] > 0 else 0
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def _duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h`` or ``7d`` as seconds (argparse type)."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 12h or 7d, got {text!r}")
+    number, unit = match.groups()
+    return float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+_FILTER_ARGS = ("queue", "action", "state", "search", "older_than")
+
+
+def _change(
+    verb: str, one: Callable[[App, int], Any] | None, many: Callable[..., int]
+) -> Callable[[argparse.Namespace], int]:
+    """A command that changes the jobs named by id, or every job the filters match (at least
+    one filter, or ``--all``: a bare ``ferroq delete`` must not purge a database by mistake)."""
+
+    def run(args: argparse.Namespace) -> int:
+        filters = {name: getattr(args, name) for name in _FILTER_ARGS if getattr(args, name) is not None}
+        if args.ids and one is None:
+            raise SystemExit(f"ferroq {verb}: takes filters (--state, --queue, ...), not job ids")
+        if args.ids and (filters or args.all):
+            raise SystemExit(f"ferroq {verb}: give job ids or filters, not both")
+        if not args.ids and not filters and not args.all:
+            raise SystemExit(f"ferroq {verb}: give job ids, or filters (--state, --queue, ...), or --all")
+        app = _app_from_args(args)
+        if args.ids and one is not None:
+            for id in args.ids:
+                job = one(app, id)
+                print(f"job {job.id} is {job.state}")
+            return 0
+        if "state" in filters:
+            filters["state"] = [s.strip() for s in filters["state"].split(",") if s.strip()]
+        count = many(app, **filters)
+        print(f"{verb}: {count} jobs")
+        return 0
+
+    return run
+
+
+_retry = _change("retry", lambda app, id: app.retry_job(id), lambda app, **f: app.retry_jobs(**f))
+_cancel = _change("cancel", lambda app, id: app.cancel_job(id), lambda app, **f: app.cancel_jobs(**f))
+_delete = _change("delete", None, lambda app, **f: app.delete_jobs(**f))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -114,9 +196,31 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(run=_jobs)
 
-    for name, run in (("retry", _retry), ("cancel", _cancel)):
-        sub = with_database(commands.add_parser(name, help=f"{name} a job"))
-        sub.add_argument("id", type=int)
+    stats = with_database(
+        commands.add_parser("stats", help="jobs per queue and state, and every blocked blocking queue with why")
+    )
+    stats.add_argument("--app", default=None, help="module:attribute of a ferroq.App: judge its performers too")
+    stats.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+    stats.add_argument("--limit", type=int, default=50, help="most blocked queues to list (default 50)")
+    stats.add_argument(
+        "--check", action="store_true", help=f"exit with status {EXIT_BLOCKED} when a blocking queue is held"
+    )
+    stats.set_defaults(run=_stats)
+
+    changes = (
+        ("retry", _retry, "run jobs again now: by id, or every failed/discarded/waiting job the filters match"),
+        ("cancel", _cancel, "discard waiting jobs: by id, or every one the filters match"),
+        ("delete", _delete, "delete finished jobs the filters match (e.g. --state failed --older-than 7d)"),
+    )
+    for name, run, help_text in changes:
+        sub = with_database(commands.add_parser(name, help=help_text))
+        sub.add_argument("ids", type=int, nargs="*", metavar="ID")
+        sub.add_argument("--queue")
+        sub.add_argument("--action")
+        sub.add_argument("--state", help="comma-separated states")
+        sub.add_argument("--search", help="case-insensitive text in the action, params or error")
+        sub.add_argument("--older-than", type=_duration, help="e.g. 90s, 15m, 12h, 7d")
+        sub.add_argument("--all", action="store_true", help="every job this change applies to")
         sub.set_defaults(run=run)
     return parser
 

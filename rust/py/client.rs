@@ -316,6 +316,17 @@ impl PyClient {
         Ok(block_on(py, self.inner.bulk_change(change, &filter))?)
     }
 
+    /// `ferroq stats` as JSON text (see `rust/stats.rs`).
+    #[pyo3(signature = (performers=None, blocked_limit=50))]
+    fn stats_json(
+        &self,
+        py: Python<'_>,
+        performers: Option<Vec<String>>,
+        blocked_limit: i64,
+    ) -> PyResult<String> {
+        Ok(block_on(py, self.inner.stats(performers, blocked_limit))?.to_json())
+    }
+
     /// Wake every worker of this scope, in this process and others.
     fn notify(&self, py: Python<'_>) -> PyResult<()> {
         Ok(block_on(py, self.inner.notify())?)
