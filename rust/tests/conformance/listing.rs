@@ -402,3 +402,79 @@ pub async fn listings_are_ordered_and_paged_while_counts_ignore_paging(backend: 
     );
     db.drop().await;
 }
+
+pub async fn bulk_changes_apply_to_their_states_only_and_refuse_others(backend: Backend) {
+    use _core::error::Error;
+    use _core::store::BulkChange;
+    let db = TestDb::new(backend).await;
+    let inserted = db
+        .store
+        .insert_jobs(
+            "default",
+            &[job("a", true), job("a", true), job("b", false)],
+        )
+        .await
+        .unwrap();
+    let theirs = db
+        .store
+        .insert_jobs("other", &[job("a", false)])
+        .await
+        .unwrap();
+    // Deleting waiting jobs is refused by the store itself, and nothing changes.
+    let refused = db
+        .store
+        .bulk_change("default", BulkChange::Delete, &states(&["available"]))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidOption(_))),
+        "{refused:?}"
+    );
+    // Nothing finished yet: delete and retry find nothing to change.
+    for change in [BulkChange::Delete, BulkChange::Retry] {
+        let changed = db.store.bulk_change("default", change, &everything()).await;
+        assert_eq!(changed.unwrap(), 0, "{change:?}");
+    }
+    let only_a = JobFilter::new(Some("a".into()), None, None, None, "id", false, 0, 0).unwrap();
+    let cancelled = db
+        .store
+        .bulk_change("default", BulkChange::Cancel, &only_a)
+        .await;
+    assert_eq!(cancelled.unwrap(), 2);
+    for job in &inserted[..2] {
+        assert_eq!(
+            crate::support::state_of(&*db.store, job.id).await,
+            JobState::Discarded
+        );
+    }
+    assert_eq!(
+        crate::support::state_of(&*db.store, inserted[2].id).await,
+        JobState::Available
+    );
+    let retried = db
+        .store
+        .bulk_change("default", BulkChange::Retry, &everything())
+        .await;
+    assert_eq!(retried.unwrap(), 2);
+    assert_eq!(
+        listed(&*db.store, &states(&["available"])).await,
+        ids(&inserted)
+    );
+    db.store
+        .bulk_change("default", BulkChange::Cancel, &everything())
+        .await
+        .unwrap();
+    let deleted = db
+        .store
+        .bulk_change("default", BulkChange::Delete, &everything())
+        .await;
+    assert_eq!(deleted.unwrap(), 3);
+    assert_eq!(listed(&*db.store, &everything()).await, Vec::<i64>::new());
+    // Another scope's job is untouched.
+    let other = db
+        .store
+        .get_job("other", theirs[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(other.state, JobState::Available);
+}

@@ -63,6 +63,7 @@ support::conformance! {
         listing::search_ignores_case_beyond_ascii,
         listing::search_takes_percent_and_underscore_literally,
         listing::listings_are_ordered_and_paged_while_counts_ignore_paging,
+        listing::bulk_changes_apply_to_their_states_only_and_refuse_others,
         // retry_job, cancel_job, delete_completed
         transitions::retry_makes_a_failed_job_available_again,
         transitions::retry_runs_a_waiting_or_discarded_job_now,
