@@ -525,8 +525,8 @@ class App:
         ticks never run at once) with ``params`` and the job options of ``create_job``, and is
         scheduled at its tick. ``name`` (default: action and schedule) identifies the entry in
         the database; two entries of one App cannot share it. Every running worker of the App
-        enqueues the ticks, each exactly once. A bad expression or time zone raises
-        :class:`ConfigurationError` here."""
+        enqueues the ticks, each exactly once (an entry registered later applies to workers
+        started later). A bad expression or time zone raises :class:`ConfigurationError` here."""
         if not isinstance(schedule, str):
             raise ConfigurationError(f"schedule must be a cron expression string, got {schedule!r}")
         zone = _zone_name(timezone)
