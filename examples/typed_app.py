@@ -54,6 +54,11 @@ def build(url: str) -> ferroq.App:
     def later(job: Job) -> Snooze | Discard:
         return Snooze(timedelta(milliseconds=10)) if job.attempts < 2 else Discard("enough")
 
+    @app.periodic("@daily", timezone="Europe/Paris")
+    def nightly(job: Job) -> None:
+        print(f"nightly tick of {job.scheduled_at}")
+
+    app.periodic("0 * * * *", action="send_mail", queue="emails", params={"to": "ops@x.y"}, name="hourly", priority=5)
     return app
 
 
@@ -95,6 +100,9 @@ def main(url: str) -> None:
     listed = app.list_jobs(queue="emails", action="send_mail", search="a@b", limit=10, offset=0, descending=True)
     print(f"{ran} attempts; {page.total} finished jobs, first page {[j.id for j in page.data]}; listed {listed}")
     print(f"flaky is {app.get_job(flaky.id)}, snoozing is {app.get_job(snoozing.id)}, bulk {len(bulk)} jobs")
+
+    entries: list[ferroq.PeriodicEntry] = app.periodic_entries()
+    print(f"periodic: {[(e.name, e.next_tick) for e in entries]}")
 
     waiting = app.create_job("customer-3", "send_mail", {"to": "z@z.z"}, delay=3600)
     cancelled = app.cancel_job(waiting.id)

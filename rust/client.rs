@@ -12,6 +12,7 @@ use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
+use crate::periodic::{CronSchedule, PeriodicEntry, PeriodicJob, PeriodicStatus};
 use crate::queues::{QueueRouting, QueueSelector};
 use crate::stats::Stats;
 use crate::store::{self, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store};
@@ -38,6 +39,8 @@ pub struct Client {
     local: Mutex<ProcessLocal<Local>>,
     /// Options the performers registered here declare for their actions' jobs.
     performer_defaults: Mutex<HashMap<String, JobDefaults>>,
+    /// Periodic entries registered here, in registration order; every worker schedules them.
+    periodic: Mutex<Vec<PeriodicEntry>>,
 }
 
 impl Client {
@@ -55,6 +58,7 @@ impl Client {
             backend,
             local: Mutex::new(ProcessLocal::default()),
             performer_defaults: Mutex::new(HashMap::new()),
+            periodic: Mutex::new(Vec::new()),
         })
     }
 
@@ -68,6 +72,85 @@ impl Client {
             .unwrap()
             .insert(action.to_owned(), defaults);
         Ok(())
+    }
+
+    /// Register a periodic entry: each tick of `schedule` (a cron expression, in `timezone`,
+    /// default UTC) enqueues the job of `spec`, scheduled at the tick. `name` (default: the
+    /// action and schedule) is the entry's identity in the database and unique per App.
+    /// Everything is checked now: the expression, the zone, and the job's options as
+    /// `create_job` checks them. Returns the name.
+    pub fn add_periodic(
+        &self,
+        schedule: &str,
+        timezone: Option<&str>,
+        name: Option<String>,
+        spec: JobSpec,
+    ) -> Result<String> {
+        if spec.scheduled_at.is_some() || spec.delay.is_some() {
+            return Err(Error::InvalidSchedule(
+                "a periodic job is scheduled at its ticks: give no scheduled_at or delay".into(),
+            ));
+        }
+        let schedule = CronSchedule::parse(schedule, timezone)?;
+        self.new_jobs(vec![spec.clone()])?;
+        let name = name.unwrap_or_else(|| PeriodicEntry::default_name(&spec.action, &schedule));
+        crate::job::validate_name("periodic entry", &name)?;
+        let mut entries = self.periodic.lock().unwrap();
+        if entries.iter().any(|entry| entry.name == name) {
+            return Err(Error::Configuration(format!(
+                "a periodic entry named {name:?} is already registered on this App: give one of \
+                 them another name="
+            )));
+        }
+        entries.push(PeriodicEntry {
+            name: name.clone(),
+            schedule,
+            spec,
+        });
+        Ok(name)
+    }
+
+    /// The periodic entries registered here, in registration order.
+    pub fn periodic_entries(&self) -> Vec<PeriodicEntry> {
+        self.periodic.lock().unwrap().clone()
+    }
+
+    /// Each periodic entry registered here with its last tick enqueued (or starting point;
+    /// None before any worker scheduled it) and its next tick, on the database clock.
+    pub async fn periodic_status(&self) -> Result<Vec<PeriodicStatus>> {
+        let entries = self.periodic_entries();
+        let ticks = self
+            .store()
+            .await?
+            .periodic_ticks(&self.config.scope)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| PeriodicStatus {
+                last_tick: ticks.last_ticks.get(&entry.name).copied(),
+                next_tick: entry.schedule.next_after(ticks.now),
+                entry,
+            })
+            .collect())
+    }
+
+    /// The periodic entries as a worker starting now schedules them: each job filled in with
+    /// its performer's defaults as registered by now.
+    fn periodic_jobs(&self) -> Result<Vec<PeriodicJob>> {
+        self.periodic_entries()
+            .into_iter()
+            .map(|entry| {
+                let job = self
+                    .new_jobs(vec![entry.spec])?
+                    .pop()
+                    .expect("one spec makes one job");
+                Ok(PeriodicJob {
+                    name: entry.name,
+                    schedule: entry.schedule,
+                    job,
+                })
+            })
+            .collect()
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -331,6 +414,12 @@ impl Client {
             drain,
             ..self.worker_config()
         };
+        // A drain runs what is due now; enqueueing ticks is a running worker's part.
+        let periodic = if drain {
+            Vec::new()
+        } else {
+            self.periodic_jobs()?
+        };
         let store = self.store().await?;
         Ok(Worker::start(
             store,
@@ -343,6 +432,7 @@ impl Client {
             config,
             dispatcher,
             self.wake(),
+            periodic,
         ))
     }
 }

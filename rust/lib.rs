@@ -8,6 +8,7 @@ pub mod error;
 pub mod fork;
 pub mod job;
 pub mod maintenance;
+pub mod periodic;
 #[cfg(feature = "python")]
 pub mod py;
 pub mod queues;

@@ -7,7 +7,7 @@ queues, on PostgreSQL, with transactional enqueue, leases and batched acknowledg
 from __future__ import annotations
 
 from . import testing
-from ._app import App, Page
+from ._app import App, Page, PeriodicEntry
 from ._core import Job, __version__
 from ._outcomes import Discard, Fail, Snooze
 from ._state import JobState
@@ -46,6 +46,7 @@ __all__ = [
     "JobTimeoutError",
     "Page",
     "ParamsTooLargeError",
+    "PeriodicEntry",
     "Snooze",
     "UnsupportedDatabaseError",
     "__version__",

@@ -34,7 +34,7 @@ from .errors import (
     InvalidScheduleError,
 )
 
-__all__ = ["App", "Page"]
+__all__ = ["App", "Page", "PeriodicEntry"]
 
 #: Seconds as ferroq takes them: a number or a timedelta.
 Seconds = float | int | timedelta
@@ -69,6 +69,32 @@ class Page:
     total: int
     page_number: int
     page_size: int
+
+
+@dataclass(frozen=True)
+class PeriodicEntry:
+    """A periodic entry registered on an App, and where its ticks stand on the database clock.
+
+    ``last_tick`` is the latest tick enqueued (or the entry's starting point), None until a
+    worker has scheduled the entry; ``next_tick`` is the next one after the database's now."""
+
+    name: str
+    schedule: str
+    timezone: str | None
+    queue: str
+    action: str
+    last_tick: datetime | None
+    next_tick: datetime | None
+
+
+def _zone_name(timezone_: Any) -> str | None:
+    """An IANA zone name: a string, or a ``zoneinfo.ZoneInfo`` (its key); the core checks it."""
+    if timezone_ is None or isinstance(timezone_, str):
+        return timezone_
+    key = getattr(timezone_, "key", None)
+    if isinstance(key, str):
+        return key
+    raise ConfigurationError(f"timezone must be an IANA name such as 'Europe/Paris', got {timezone_!r}")
 
 
 def _seconds(name: str, value: Any, error: type[Exception] = ConfigurationError) -> float:
@@ -442,6 +468,107 @@ class App:
         if callable(action):
             return register(action, None)
         return lambda fn: register(fn, action)
+
+    # -- periodic jobs ------------------------------------------------------------------------
+
+    @overload
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        action: str,
+        queue: str | None = None,
+        params: Any = None,
+        timezone: Any = None,
+        name: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
+    ) -> None: ...
+    @overload
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        action: None = None,
+        queue: str | None = None,
+        params: Any = None,
+        timezone: Any = None,
+        name: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
+    ) -> Callable[[F], F]: ...
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        action: str | None = None,
+        queue: str | None = None,
+        params: Any = None,
+        timezone: Any = None,
+        name: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        max_backoff: Seconds | None = None,
+    ) -> Callable[[F], F] | None:
+        """Enqueue a job at every tick of ``schedule``, a cron expression: five fields
+        (``"*/5 * * * *"``), an alias (``"@hourly"``, ``"@daily"``, ...), or six fields whose
+        first is the second (``"*/2 * * * * *"``); ``timezone`` is an IANA name (default UTC).
+
+        As a decorator, the function's jobs are enqueued: its action is the one it is
+        registered under with ``@app.performer`` (put ``@app.periodic`` above it), and a function
+        not registered yet is registered now under its name. As a plain call, give ``action=``.
+        The job goes to ``queue`` (default: the action's name, a blocking queue, so that two
+        ticks never run at once) with ``params`` and the job options of ``create_job``, and is
+        scheduled at its tick. ``name`` (default: action and schedule) identifies the entry in
+        the database; two entries of one App cannot share it. Every running worker of the App
+        enqueues the ticks, each exactly once (an entry registered later applies to workers
+        started later). A bad expression or time zone raises :class:`ConfigurationError` here."""
+        if not isinstance(schedule, str):
+            raise ConfigurationError(f"schedule must be a cron expression string, got {schedule!r}")
+        zone = _zone_name(timezone)
+        entry_name = None if name is None else _text("periodic entry", name)
+
+        def register(action_name: str) -> None:
+            spec = _job_spec(
+                action_name if queue is None else queue,
+                action_name,
+                params,
+                timeout=timeout,
+                max_backoff=max_backoff,
+                max_attempts=max_attempts,
+                priority=priority,
+            )
+            self._client.add_periodic(schedule, spec, timezone=zone, name=entry_name)
+
+        if action is not None:
+            register(_text("action", action))
+            return None
+
+        def decorate(fn: F) -> F:
+            registered = next((p.action for p in self._performers.values() if p.fn is fn), None)
+            if registered is not None:
+                register(registered)
+                return fn
+            if not callable(fn):
+                raise ConfigurationError(f"@app.periodic decorates a performer function, got {fn!r}")
+            action_name = _text("action", fn.__name__)
+            _check_callable(f"performer of {action_name!r}", fn, "(job)", 1)
+            # The entry first: a bad schedule leaves no performer behind.
+            register(action_name)
+            self.performer(action_name)(fn)
+            return fn
+
+        return decorate
+
+    def periodic_entries(self) -> list[PeriodicEntry]:
+        """The periodic entries registered on this App, with their last and next ticks as
+        the database sees them (a query)."""
+        return [PeriodicEntry(*status) for status in self._client.periodic_status()]
 
     # -- schema -------------------------------------------------------------------------------
 

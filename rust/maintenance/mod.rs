@@ -1,5 +1,8 @@
 //! Periodic upkeep that runs in every worker, never as a job (a stalled job queue must not be
-//! able to stall its own rescue): expired-lease rescue and retention cleanup.
+//! able to stall its own rescue): expired-lease rescue, retention cleanup, and the scheduler
+//! of periodic (cron) entries.
+
+pub mod periodic;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 
 use crate::client::Client;
@@ -177,6 +178,55 @@ impl PyClient {
             priority,
         };
         Ok(self.inner.set_performer_defaults(action, defaults)?)
+    }
+
+    /// Register a periodic entry whose ticks enqueue `spec`'s job; returns its name.
+    #[pyo3(signature = (schedule, spec, *, timezone=None, name=None))]
+    fn add_periodic(
+        &self,
+        schedule: &str,
+        spec: PyRef<'_, PyJobSpec>,
+        timezone: Option<&str>,
+        name: Option<String>,
+    ) -> PyResult<String> {
+        Ok(self
+            .inner
+            .add_periodic(schedule, timezone, name, spec.inner.clone())?)
+    }
+
+    /// The periodic entries registered here, each as (name, schedule, timezone, queue,
+    /// action, last_tick, next_tick), the ticks read on the database clock.
+    #[allow(clippy::type_complexity)]
+    fn periodic_status(
+        &self,
+        py: Python<'_>,
+    ) -> PyResult<
+        Vec<(
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        )>,
+    > {
+        let statuses = block_on(py, self.inner.periodic_status())?;
+        Ok(statuses
+            .into_iter()
+            .map(|status| {
+                let entry = status.entry;
+                (
+                    entry.name,
+                    entry.schedule.expression().to_owned(),
+                    entry.schedule.timezone().map(str::to_owned),
+                    entry.spec.queue,
+                    entry.spec.action,
+                    status.last_tick,
+                    status.next_tick,
+                )
+            })
+            .collect())
     }
 
     /// Close the connection pool. A later operation opens a new one.

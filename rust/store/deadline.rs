@@ -19,9 +19,11 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use chrono::{DateTime, Utc};
+
 use super::{
     BulkChange, CallerStatement, ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease,
-    QueueCount, Store,
+    PeriodicTicks, QueueCount, Store,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
@@ -98,6 +100,33 @@ impl<S: Store> Store for Bounded<S> {
     async fn next_run_in(&self, scope: &str) -> Result<DueTimes> {
         self.within("reading due times", self.inner.next_run_in(scope))
             .await
+    }
+
+    async fn periodic_ticks(&self, scope: &str) -> Result<PeriodicTicks> {
+        self.within("reading periodic ticks", self.inner.periodic_ticks(scope))
+            .await
+    }
+
+    async fn start_periodic(&self, scope: &str, name: &str, tick: DateTime<Utc>) -> Result<()> {
+        self.within(
+            "starting a periodic entry",
+            self.inner.start_periodic(scope, name, tick),
+        )
+        .await
+    }
+
+    async fn enqueue_tick(
+        &self,
+        scope: &str,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<Job>> {
+        self.within(
+            "enqueueing a periodic tick",
+            self.inner.enqueue_tick(scope, name, tick, job),
+        )
+        .await
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {

@@ -42,6 +42,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0005_json_params.sql"),
         sqlite: include_str!("../../migrations/sqlite/0005_json_params.sql"),
     },
+    Migration {
+        version: 6,
+        name: "periodic",
+        postgres: include_str!("../../migrations/postgres/0006_periodic.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0006_periodic.sql"),
+    },
 ];
 
 /// The versions not yet in `applied`, in order.

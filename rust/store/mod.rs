@@ -23,10 +23,12 @@ pub use caller_tx::{CallerRows, CallerStatement, ParamStyle, SqlParam};
 pub use encode::{encode_finish_batch, encode_insert_batch, InsertBatch};
 pub use migrate::{Migration, MIGRATIONS};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -77,6 +79,15 @@ pub struct DueTimes {
     /// whose claim found nothing compares it with the time since it claimed: a job that
     /// became due in between was not there for that claim.
     pub last_due_ago: Option<f64>,
+}
+
+/// The periodic entries of a scope as one look at the database sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodicTicks {
+    /// The database clock at that look.
+    pub now: DateTime<Utc>,
+    /// The latest tick enqueued (or the starting point) of each entry that has a row.
+    pub last_ticks: HashMap<String, DateTime<Utc>>,
 }
 
 /// The end of one attempt, as the completer writes it.
@@ -376,6 +387,22 @@ pub trait Store: Send + Sync {
     async fn rescue_expired(&self, scope: &str) -> Result<u64>;
     /// When the scope's scheduled and retrying jobs become due, seen on the database clock.
     async fn next_run_in(&self, scope: &str) -> Result<DueTimes>;
+    /// The database clock, and the last tick of each periodic entry of the scope.
+    async fn periodic_ticks(&self, scope: &str) -> Result<PeriodicTicks>;
+    /// Give a periodic entry without a row its starting point, `tick`: only ticks after it
+    /// are enqueued. An entry that has a row keeps it as it is.
+    async fn start_periodic(&self, scope: &str, name: &str, tick: DateTime<Utc>) -> Result<()>;
+    /// Enqueue one tick of a periodic entry: in one transaction, move the entry's last tick
+    /// forward to `tick` (making its row if it has none) and insert `job` only if it moved.
+    /// Each tick is thus inserted once, whichever worker comes first and however many try;
+    /// None when this tick, or a later one, was enqueued already.
+    async fn enqueue_tick(
+        &self,
+        scope: &str,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<Job>>;
     /// Delete completed jobs older than the retention, at most `limit` of them.
     async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64>;
     async fn get_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;

@@ -22,6 +22,7 @@ use crate::job::{
     Job, JobState, MIN_UNCOUNTED_SNOOZE,
 };
 use crate::maintenance;
+use crate::periodic::PeriodicJob;
 use crate::queues::QueueRouting;
 use crate::store::{Finish, Lease, Store};
 
@@ -448,7 +449,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Start claiming and running jobs of `scope` on the current tokio runtime.
+    /// Start claiming and running jobs of `scope` on the current tokio runtime, and enqueueing
+    /// the ticks of `periodic` (not in drain mode).
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         store: Arc<dyn Store>,
         scope: String,
@@ -457,6 +460,7 @@ impl Worker {
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
         wake: Arc<Notify>,
+        periodic: Vec<PeriodicJob>,
     ) -> Worker {
         let (finish_tx, finish_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -497,6 +501,13 @@ impl Worker {
             background.push(tokio::spawn(async move {
                 store.listen(&scope, wake, stop).await
             }));
+            background.push(tokio::spawn(maintenance::periodic::schedule_loop(
+                shared.store.clone(),
+                shared.scope.clone(),
+                periodic,
+                shared.wake.clone(),
+                shared.shutdown.clone(),
+            )));
             if let Some(interval) = shared.config.cleanup_interval {
                 background.push(tokio::spawn(maintenance::cleanup_loop(
                     shared.store.clone(),

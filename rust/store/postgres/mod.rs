@@ -1,6 +1,7 @@
 //! PostgreSQL store on tokio-postgres: a deadpool of connections with cached prepared
 //! statements for the hot path, and a dedicated connection for LISTEN.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +21,8 @@ use chrono::{DateTime, Utc};
 use crate::job::{Job, JobState, NewJob, Params, Schedule};
 use crate::store::{
     contains_pattern, migrate, Backend, BulkChange, CallerStatement, ClaimRequest, DueTimes,
-    Finish, HeldQueue, JobFilter, Lease, QueueCount, Store, HEADS_PLACED_PER_STATEMENT,
+    Finish, HeldQueue, JobFilter, Lease, PeriodicTicks, QueueCount, Store,
+    HEADS_PLACED_PER_STATEMENT,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
@@ -96,6 +98,9 @@ pg_sql!(HOLDS_LEASE, "holds_lease.sql");
 pg_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 pg_sql!(NEXT_RUN_IN, "next_run_in.sql");
 pg_sql!(DELETE_COMPLETED, "delete_completed.sql");
+pg_sql!(PERIODIC_TICKS, "periodic_ticks.sql");
+pg_sql!(START_PERIODIC, "start_periodic.sql");
+pg_sql!(ADVANCE_TICK, "advance_tick.sql");
 sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
 sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY,
     "{{filter}}" => JOB_FILTER);
@@ -367,6 +372,111 @@ fn job_from_row(row: &Row) -> Result<Job> {
     })
 }
 
+/// A batch of `insert_jobs.sql` as parallel arrays, and what its rows give back: shared by
+/// `insert_jobs` and the insert of a periodic tick, which runs in a transaction of its own.
+struct InsertBatch<'a> {
+    jobs: &'a [NewJob],
+    queues: Vec<&'a str>,
+    actions: Vec<&'a str>,
+    params: Vec<&'a str>,
+    params_bytes: Vec<Option<&'a [u8]>>,
+    blocking: Vec<bool>,
+    priorities: Vec<i32>,
+    max_attempts: Vec<i32>,
+    timeouts: Vec<f64>,
+    max_backoffs: Vec<f64>,
+    at: Vec<Option<DateTime<Utc>>>,
+    delays: Vec<Option<f64>>,
+}
+
+impl<'a> InsertBatch<'a> {
+    fn new(jobs: &'a [NewJob]) -> InsertBatch<'a> {
+        let (at, delays) = jobs
+            .iter()
+            .map(|j| match j.schedule {
+                Schedule::Now => (None, None),
+                Schedule::At(t) => (Some(t), None),
+                Schedule::In(d) => (None, Some(d)),
+            })
+            .unzip();
+        InsertBatch {
+            jobs,
+            queues: jobs.iter().map(|j| j.queue.as_str()).collect(),
+            actions: jobs.iter().map(|j| j.action.as_str()).collect(),
+            params: jobs.iter().map(|j| j.params.json_column()).collect(),
+            params_bytes: jobs.iter().map(|j| j.params.bytes_column()).collect(),
+            blocking: jobs.iter().map(|j| j.blocking).collect(),
+            priorities: jobs.iter().map(|j| j.priority).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
+            timeouts: jobs.iter().map(|j| j.timeout).collect(),
+            max_backoffs: jobs.iter().map(|j| j.max_backoff).collect(),
+            at,
+            delays,
+        }
+    }
+
+    fn statement(&self) -> &'static str {
+        if self.blocking.iter().any(|b| *b) {
+            &INSERT_JOBS
+        } else {
+            &INSERT_CONCURRENT_JOBS
+        }
+    }
+
+    fn params<'b>(
+        &'b self,
+        scope: &'b &str,
+    ) -> [&'b (dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            scope,
+            &self.queues,
+            &self.actions,
+            &self.params,
+            &self.blocking,
+            &self.priorities,
+            &self.max_attempts,
+            &self.timeouts,
+            &self.max_backoffs,
+            &self.at,
+            &self.delays,
+            &self.params_bytes,
+        ]
+    }
+
+    /// The jobs as inserted, in input order, from the rows the statement returned.
+    fn inserted(&self, scope: &str, rows: &[Row]) -> Result<Vec<Job>> {
+        let mut generated = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<_, i64>(1)?,
+                    row.try_get::<_, i64>(0)?,
+                    JobState::parse(row.try_get(2)?).map_err(|e| Error::Database(e.to_string()))?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Sequence follows input order (the INSERT ... SELECT is ordered by ordinality).
+        generated.sort_by_key(|(sequence, ..)| *sequence);
+        if generated.len() != self.jobs.len() {
+            return Err(Error::Database(format!(
+                "the insert of {} jobs returned {} rows",
+                self.jobs.len(),
+                generated.len()
+            )));
+        }
+        Ok(self
+            .jobs
+            .iter()
+            .zip(generated)
+            .map(|(job, (sequence, id, state, scheduled_at, inserted_at))| {
+                job.inserted(scope, id, sequence, state, scheduled_at, inserted_at)
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<Vec<i32>> {
@@ -399,78 +509,11 @@ impl Store for PgStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-        let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
-        let params: Vec<&str> = jobs.iter().map(|j| j.params.json_column()).collect();
-        let params_bytes: Vec<Option<&[u8]>> =
-            jobs.iter().map(|j| j.params.bytes_column()).collect();
-        let blocking: Vec<bool> = jobs.iter().map(|j| j.blocking).collect();
-        let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
-        let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-        let timeouts: Vec<f64> = jobs.iter().map(|j| j.timeout).collect();
-        let max_backoffs: Vec<f64> = jobs.iter().map(|j| j.max_backoff).collect();
-        let (at, delays): (Vec<Option<DateTime<Utc>>>, Vec<Option<f64>>) = jobs
-            .iter()
-            .map(|j| match j.schedule {
-                Schedule::Now => (None, None),
-                Schedule::At(t) => (Some(t), None),
-                Schedule::In(d) => (None, Some(d)),
-            })
-            .unzip();
-        let statement = if jobs.iter().any(|job| job.blocking) {
-            &*INSERT_JOBS
-        } else {
-            &*INSERT_CONCURRENT_JOBS
-        };
+        let batch = InsertBatch::new(jobs);
         let client = self.client().await?;
-        let statement = client.prepare_cached(statement).await?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &scope,
-                    &queues,
-                    &actions,
-                    &params,
-                    &blocking,
-                    &priorities,
-                    &max_attempts,
-                    &timeouts,
-                    &max_backoffs,
-                    &at,
-                    &delays,
-                    &params_bytes,
-                ],
-            )
-            .await?;
-        let mut generated = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<_, i64>(1)?,
-                    row.try_get::<_, i64>(0)?,
-                    JobState::parse(row.try_get(2)?).map_err(|e| Error::Database(e.to_string()))?,
-                    row.try_get(3)?,
-                    row.try_get(4)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // Sequence follows input order (the INSERT ... SELECT is ordered by ordinality).
-        generated.sort_by_key(|(sequence, ..)| *sequence);
-        if generated.len() != jobs.len() {
-            return Err(Error::Database(format!(
-                "the insert of {} jobs returned {} rows",
-                jobs.len(),
-                generated.len()
-            )));
-        }
-        Ok(jobs
-            .iter()
-            .zip(generated)
-            .map(|(job, (sequence, id, state, scheduled_at, inserted_at))| {
-                job.inserted(scope, id, sequence, state, scheduled_at, inserted_at)
-            })
-            .collect())
+        let statement = client.prepare_cached(batch.statement()).await?;
+        let rows = client.query(&statement, &batch.params(&scope)).await?;
+        batch.inserted(scope, &rows)
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
@@ -582,6 +625,57 @@ impl Store for PgStore {
             next_in: row.try_get(0)?,
             last_due_ago: row.try_get(1)?,
         })
+    }
+
+    async fn periodic_ticks(&self, scope: &str) -> Result<PeriodicTicks> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&PERIODIC_TICKS).await?;
+        let rows = client.query(&statement, &[&scope]).await?;
+        let now = match rows.first() {
+            Some(row) => row.try_get(0)?,
+            None => return Err(Error::Database("the clock read returned no row".into())),
+        };
+        let mut last_ticks = HashMap::new();
+        for row in &rows {
+            if let Some(name) = row.try_get::<_, Option<String>>(1)? {
+                last_ticks.insert(name, row.try_get(2)?);
+            }
+        }
+        Ok(PeriodicTicks { now, last_ticks })
+    }
+
+    async fn start_periodic(&self, scope: &str, name: &str, tick: DateTime<Utc>) -> Result<()> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&START_PERIODIC).await?;
+        client.execute(&statement, &[&scope, &name, &tick]).await?;
+        Ok(())
+    }
+
+    async fn enqueue_tick(
+        &self,
+        scope: &str,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<Job>> {
+        let jobs = std::slice::from_ref(job);
+        let batch = InsertBatch::new(jobs);
+        let mut client = self.client().await?;
+        let advance = client.prepare_cached(&ADVANCE_TICK).await?;
+        let insert = client.prepare_cached(batch.statement()).await?;
+        let transaction = client.transaction().await?;
+        if transaction
+            .query_opt(&advance, &[&scope, &name, &tick])
+            .await?
+            .is_none()
+        {
+            // Another worker enqueued this tick (or a later one) first.
+            transaction.rollback().await?;
+            return Ok(None);
+        }
+        let rows = transaction.query(&insert, &batch.params(&scope)).await?;
+        transaction.commit().await?;
+        Ok(batch.inserted(scope, &rows)?.pop())
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {

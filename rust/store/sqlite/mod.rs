@@ -8,6 +8,7 @@ mod direct;
 mod file;
 mod watch;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -27,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob, Params};
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, BulkChange, CallerStatement,
-    ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease, OrderBy, QueueCount, Store,
-    HEADS_PLACED_PER_STATEMENT,
+    ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease, OrderBy, PeriodicTicks,
+    QueueCount, Store, HEADS_PLACED_PER_STATEMENT,
 };
 pub use file::{parse_url, path_from_url, Synchronous};
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -96,6 +97,9 @@ sqlite_sql!(HOLDS_LEASE, "holds_lease.sql");
 sqlite_sql!(RESCUE_EXPIRED, "rescue_expired.sql");
 sqlite_sql!(NEXT_RUN_IN, "next_run_in.sql");
 sqlite_sql!(DELETE_COMPLETED, "delete_completed.sql");
+sqlite_sql!(PERIODIC_TICKS, "periodic_ticks.sql");
+sqlite_sql!(START_PERIODIC, "start_periodic.sql");
+sqlite_sql!(ADVANCE_TICK, "advance_tick.sql");
 sql!(GET_JOB = "get_job.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_by}}" => BLOCKED_BY);
 // {{filter}} before {{now}}: the filter holds a {{now}} of its own.
 sql!(LIST_JOBS = "list_jobs.sql", "{{filter}}" => JOB_FILTER, "{{job_columns}}" => JOB_COLUMNS,
@@ -185,6 +189,28 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             None
         },
     })
+}
+
+/// The jobs an insert_jobs.sql returned, in input order, with the params the caller sent (the
+/// statement does not return them).
+fn inserted_jobs(rows: &[SqliteRow], jobs: &[NewJob]) -> Result<Vec<Job>> {
+    let mut inserted = rows
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<Job>>>()?;
+    // RETURNING gives no order; ids follow the input order.
+    inserted.sort_by_key(|job| job.id);
+    if inserted.len() != jobs.len() {
+        return Err(Error::Database(format!(
+            "SQLite inserted {} of {} jobs",
+            inserted.len(),
+            jobs.len()
+        )));
+    }
+    for (job, new) in inserted.iter_mut().zip(jobs) {
+        job.params = new.params.clone();
+    }
+    Ok(inserted)
 }
 
 /// The REGEXP of a search: `text` literally, ignoring case (Unicode case folding).
@@ -418,23 +444,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *conn)
                 .await?
         })?;
-        let mut inserted = rows
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<Job>>>()?;
-        // RETURNING gives no order; ids follow the input order.
-        inserted.sort_by_key(|job| job.id);
-        if inserted.len() != jobs.len() {
-            return Err(Error::Database(format!(
-                "SQLite inserted {} of {} jobs",
-                inserted.len(),
-                jobs.len()
-            )));
-        }
-        for (job, new) in inserted.iter_mut().zip(jobs) {
-            job.params = new.params.clone();
-        }
-        Ok(inserted)
+        inserted_jobs(&rows, jobs)
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
@@ -541,6 +551,75 @@ impl Store for SqliteStore {
             next_in,
             last_due_ago,
         })
+    }
+
+    async fn periodic_ticks(&self, scope: &str) -> Result<PeriodicTicks> {
+        let rows: Vec<(i64, Option<String>, Option<i64>)> =
+            retry_busy!(sqlx::query_as(PERIODIC_TICKS.as_str())
+                .bind(scope)
+                .fetch_all(&self.readers))?;
+        let time = |value: i64| {
+            micros(Some(value)).ok_or_else(|| Error::Database("time out of range".into()))
+        };
+        let now = match rows.first() {
+            Some((now, ..)) => time(*now)?,
+            None => return Err(Error::Database("the clock read returned no row".into())),
+        };
+        let mut last_ticks = HashMap::new();
+        for (_, name, last_tick) in rows {
+            if let (Some(name), Some(last_tick)) = (name, last_tick) {
+                last_ticks.insert(name, time(last_tick)?);
+            }
+        }
+        Ok(PeriodicTicks { now, last_ticks })
+    }
+
+    async fn start_periodic(&self, scope: &str, name: &str, tick: DateTime<Utc>) -> Result<()> {
+        write_tx!(self, |conn| {
+            sqlx::query(START_PERIODIC.as_str())
+                .bind(scope)
+                .bind(name)
+                .bind(tick.timestamp_micros())
+                .execute(&mut *conn)
+                .await?;
+        })
+    }
+
+    async fn enqueue_tick(
+        &self,
+        scope: &str,
+        name: &str,
+        tick: DateTime<Utc>,
+        job: &NewJob,
+    ) -> Result<Option<Job>> {
+        let jobs = std::slice::from_ref(job);
+        let batch = encode_insert_batch(jobs);
+        // One BEGIN IMMEDIATE transaction: the tick is taken and its job inserted together, or
+        // neither.
+        let rows = write_tx!(self, |conn| {
+            let advanced = sqlx::query(ADVANCE_TICK.as_str())
+                .bind(scope)
+                .bind(name)
+                .bind(tick.timestamp_micros())
+                .fetch_optional(&mut *conn)
+                .await?;
+            match advanced {
+                // Another worker enqueued this tick (or a later one) first.
+                None => None,
+                Some(_) => Some(
+                    sqlx::query(INSERT_JOBS.as_str())
+                        .bind(scope)
+                        .bind(&batch.json)
+                        .bind(&batch.bytes)
+                        .fetch_all(&mut *conn)
+                        .await?,
+                ),
+            }
+        })?;
+        match rows {
+            Some(rows) => Ok(inserted_jobs(&rows, jobs)?.pop()),
+            None => Ok(None),
+        }
     }
 
     async fn delete_completed(&self, scope: &str, retention: Duration, limit: i64) -> Result<u64> {

@@ -10,6 +10,7 @@ mod claim_finish;
 mod insert;
 mod leases;
 mod listing;
+mod periodic;
 mod schema;
 mod transitions;
 mod turns;
@@ -88,6 +89,12 @@ support::conformance! {
         wakeups::an_insert_on_another_connection_wakes_a_listener,
         wakeups::notify_wakes_a_listener_on_another_connection,
         wakeups::listen_returns_once_stopped,
+        // periodic_ticks, start_periodic, enqueue_tick
+        periodic::workers_enqueueing_the_same_tick_at_once_insert_one_job,
+        periodic::a_tick_is_enqueued_only_after_the_last_one,
+        periodic::a_started_entry_enqueues_only_ticks_after_its_starting_point,
+        periodic::periodic_ticks_read_the_database_clock_and_one_scope,
+        periodic::a_ticks_job_is_an_ordinary_job_scheduled_at_its_tick,
         // migrate, creates_schema_on_first_use, close
         schema::migrate_is_idempotent,
         schema::migrate_applies_every_version_once_and_keeps_the_jobs,

@@ -1,0 +1,3 @@
+-- A periodic entry's starting point (?3), unless it has a row already (see the PostgreSQL twin).
+INSERT INTO ferroq_periodic (scope, name, last_tick) VALUES (?1, ?2, ?3)
+ON CONFLICT (scope, name) DO NOTHING
