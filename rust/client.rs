@@ -11,9 +11,10 @@ use tokio::sync::{Notify, OnceCell};
 use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
+use crate::job::JobState;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
-use crate::queues::{QueueRouting, QueueSelector};
-use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, Store};
+use crate::queues::{QueuePattern, QueueRouting, QueueSelector};
+use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, PausedQueue, Store};
 use crate::worker::{Dispatch, Worker};
 
 /// What one process holds of a client: nothing in it may cross a fork.
@@ -25,6 +26,8 @@ struct Local {
     schema_ready: Arc<OnceCell<()>>,
     /// Wakes this process's worker when this process enqueues, without a database round trip.
     wake: Arc<Notify>,
+    /// Tells this process's worker that a running job's cancel was requested here.
+    cancels: Arc<Notify>,
 }
 
 /// The storage side of one App.
@@ -240,11 +243,47 @@ impl Client {
         self.transitioned(&store, id, "retry", changed).await
     }
 
-    /// Discard a job that is neither running nor finished.
+    /// Discard a job that is neither running nor finished. A running job is cancelled by its
+    /// worker, which interrupts the performer and ends the job `discarded` with the error
+    /// [`store::CANCELLED_WHILE_RUNNING`]: it is returned still running, its
+    /// `cancel_requested_at` set.
     pub async fn cancel_job(&self, id: i64) -> Result<Job> {
         let store = self.store().await?;
         let changed = store.cancel_job(&self.config.scope, id).await?;
+        if let Some(job) = changed.as_ref().filter(|j| j.state == JobState::Running) {
+            // The store told other processes' workers; this one's is told here.
+            self.local(|local| local.cancels.notify_one());
+            return Ok(job.clone());
+        }
         self.transitioned(&store, id, "cancel", changed).await
+    }
+
+    /// Pause a queue, or every queue a `prefix*` pattern matches (the rule of `only_queues`),
+    /// across all workers and restarts: their running jobs finish, nothing new starts until
+    /// `resume_queue` with the same name or pattern. Pausing again changes nothing.
+    pub async fn pause_queue(&self, queue: &str) -> Result<()> {
+        let pattern = QueuePattern::parse_given("queue", queue)?;
+        self.store()
+            .await?
+            .pause_queue(&self.config.scope, &pattern)
+            .await
+    }
+
+    /// Undo `pause_queue(queue)` (the same name or pattern; another pause that matches the
+    /// queue still holds it), and wake every worker to claim at once.
+    pub async fn resume_queue(&self, queue: &str) -> Result<()> {
+        let pattern = QueuePattern::parse_given("queue", queue)?;
+        self.store()
+            .await?
+            .resume_queue(&self.config.scope, &pattern)
+            .await?;
+        self.wake().notify_one();
+        Ok(())
+    }
+
+    /// The paused names and patterns of this scope, with when each was paused.
+    pub async fn paused_queues(&self) -> Result<Vec<PausedQueue>> {
+        self.store().await?.paused_queues(&self.config.scope).await
     }
 
     /// After a retry or cancel: either can unblock a blocking queue (a cancelled retrying
@@ -292,6 +331,7 @@ impl Client {
             ..self.worker_config()
         };
         let store = self.store().await?;
+        let cancels = self.local(|local| local.cancels.clone());
         Ok(Worker::start(
             store,
             self.config.scope.clone(),
@@ -303,6 +343,7 @@ impl Client {
             config,
             dispatcher,
             self.wake(),
+            cancels,
         ))
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use pyo3::prelude::*;
 
 use crate::client::Client;
@@ -290,6 +291,25 @@ impl PyClient {
 
     fn cancel_job(&self, py: Python<'_>, id: i64) -> PyResult<PyJob> {
         Ok(PyJob::listed(block_on(py, self.inner.cancel_job(id))?))
+    }
+
+    /// Pause a queue or `prefix*` pattern across all workers and restarts.
+    fn pause_queue(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        Ok(block_on(py, self.inner.pause_queue(queue))?)
+    }
+
+    /// Undo the pause made with this same name or pattern, and wake every worker.
+    fn resume_queue(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        Ok(block_on(py, self.inner.resume_queue(queue))?)
+    }
+
+    /// The paused names and patterns, as (name or pattern, paused_at) in name order.
+    fn paused_queues(&self, py: Python<'_>) -> PyResult<Vec<(String, DateTime<Utc>)>> {
+        let paused = block_on(py, self.inner.paused_queues())?;
+        Ok(paused
+            .into_iter()
+            .map(|entry| (entry.pattern.text(), entry.paused_at))
+            .collect())
     }
 
     /// Wake every worker of this scope, in this process and others.

@@ -225,6 +225,11 @@ impl PyJob {
     fn inserted_at(&self) -> DateTime<Utc> {
         self.inner.inserted_at
     }
+    /// When the cancel of this running job was requested (`cancel_job`); None if never.
+    #[getter]
+    fn cancel_requested_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.cancel_requested_at
+    }
     #[getter]
     fn error(&self) -> Option<&str> {
         self.inner.error.as_deref()

@@ -98,6 +98,21 @@ impl Dispatch for PyDispatcher {
             }
         });
     }
+
+    fn cancel(&self, job_ids: Vec<i64>) {
+        Python::attach(|py| {
+            let executor = self
+                .executor
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            if let Some(Err(err)) = executor.map(|e| e.call_method1(py, "cancel_jobs", (job_ids,)))
+            {
+                err.print(py);
+            }
+        });
+    }
 }
 
 /// A started worker, as Python holds it.

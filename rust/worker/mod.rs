@@ -23,13 +23,17 @@ use crate::job::{
 };
 use crate::maintenance;
 use crate::queues::QueueRouting;
-use crate::store::{Finish, Lease, Store};
+use crate::store::{Finish, Lease, Store, CANCELLED_WHILE_RUNNING};
 
 /// Receives claimed jobs, once per batch, and runs them. Implemented by the bindings.
 pub trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, jobs: Vec<Job>);
     /// Shutdown ran out of time: stop the performers still running; each reports `Released`.
     fn cancel_all(&self);
+    /// An operator cancelled these running jobs (`cancel_job`): interrupt their performers as
+    /// a timeout does (a job not started yet is not started). Each reports as it ends; the
+    /// worker writes the job discarded. May block on the interpreter: called off the runtime.
+    fn cancel(&self, job_ids: Vec<i64>);
 }
 
 /// How an attempt ended, as the performer's side reports it.
@@ -75,6 +79,9 @@ struct InFlight {
     /// Handed to a performer; false while claimed ahead, and for a reservation handed back:
     /// only started attempts count as processed.
     started: bool,
+    /// An operator asked to cancel the job, and its performer was told to stop: whatever it
+    /// reports, short of a completion, ends the job discarded.
+    cancel_requested: bool,
 }
 
 /// The lease a claimed job's attempt holds: the key of its entry in [`Attempts::leases`].
@@ -94,6 +101,7 @@ impl InFlight {
             max_backoff: job.max_backoff,
             reported: false,
             started: false,
+            cancel_requested: false,
         };
         (lease_of(job), entry)
     }
@@ -152,6 +160,35 @@ impl Attempts {
         before - self.reserved.len()
     }
 
+    /// Take the cancel requests the store reported for `ids`: a job claimed ahead is taken out
+    /// of the buffer and ends discarded now (returned as its outcome), a started one is marked
+    /// (returned as an id to interrupt). Attempts already marked or reported are left alone.
+    fn take_cancel_requests(&mut self, ids: &[i64]) -> (Vec<Finish>, Vec<i64>) {
+        let mut reserved_cancelled = Vec::new();
+        self.reserved.retain(|(job, _)| {
+            let keep = !ids.contains(&job.id);
+            if !keep {
+                reserved_cancelled.push(lease_of(job));
+            }
+            keep
+        });
+        let mut finishes = Vec::new();
+        let mut interrupt = Vec::new();
+        for (lease, entry) in self.leases.iter_mut() {
+            if !ids.contains(&lease.id) || entry.reported || entry.cancel_requested {
+                continue;
+            }
+            entry.cancel_requested = true;
+            if reserved_cancelled.contains(lease) {
+                entry.reported = true;
+                finishes.push(finish_for(*lease, entry, Outcome::Released));
+            } else {
+                interrupt.push(lease.id);
+            }
+        }
+        (finishes, interrupt)
+    }
+
     /// When claiming must look again by itself: the oldest reservation expires, or the pause
     /// of claiming ahead ends.
     fn next_deadline(&self, config: &WorkerConfig) -> Option<tokio::time::Instant> {
@@ -183,6 +220,16 @@ impl Attempts {
 /// used up `max_attempts` fails the job; a claim past them (see [`Job::attempts_exhausted`])
 /// only failed it, and gives its extra attempt back.
 fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
+    // A cancelled attempt ends discarded, unless its performer completed (or settled) the job
+    // before the interrupt reached it: the work is done then, and stays done. No failure hook
+    // runs: the job did not fail, an operator ended it.
+    let outcome = match outcome {
+        Outcome::Completed { .. } | Outcome::Settled => outcome,
+        _ if entry.cancel_requested => Outcome::Discarded {
+            reason: CANCELLED_WHILE_RUNNING.to_owned(),
+        },
+        _ => outcome,
+    };
     let base = Finish {
         lease,
         state: JobState::Completed,
@@ -271,6 +318,8 @@ struct Shared {
     in_flight: Mutex<Attempts>,
     /// Wakes the producer: new work announced, a slot freed, a job due.
     wake: Arc<Notify>,
+    /// Wakes lease renewal to ask whether a running job's cancel was requested.
+    cancels: Arc<Notify>,
     /// Signalled whenever jobs leave the in-flight set.
     progressed: Notify,
     /// Cancelled when the worker must stop claiming.
@@ -457,6 +506,7 @@ impl Worker {
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
         wake: Arc<Notify>,
+        cancels: Arc<Notify>,
     ) -> Worker {
         let (finish_tx, finish_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -467,6 +517,7 @@ impl Worker {
             actions,
             in_flight: Mutex::new(Attempts::default()),
             wake,
+            cancels,
             progressed: Notify::new(),
             stop_claiming: CancellationToken::new(),
             shutdown: CancellationToken::new(),
@@ -479,7 +530,7 @@ impl Worker {
         // The completer and lease renewal live as long as the worker holds attempts, which may
         // be past stop(); they end by themselves (see `Worker::stop`).
         tokio::spawn(completer::run(shared.clone(), finish_rx));
-        tokio::spawn(leases::keep_alive(shared.clone()));
+        tokio::spawn(leases::keep_alive(shared.clone(), dispatcher.clone()));
         let mut background = vec![tokio::spawn(maintenance::rescue_loop(
             shared.store.clone(),
             shared.scope.clone(),
@@ -489,13 +540,14 @@ impl Worker {
         ))];
         if !shared.config.drain {
             let store = shared.store.clone();
-            let (scope, wake, stop) = (
+            let (scope, wake, cancels, stop) = (
                 shared.scope.clone(),
                 shared.wake.clone(),
+                shared.cancels.clone(),
                 shared.shutdown.clone(),
             );
             background.push(tokio::spawn(async move {
-                store.listen(&scope, wake, stop).await
+                store.listen(&scope, wake, cancels, stop).await
             }));
             if let Some(interval) = shared.config.cleanup_interval {
                 background.push(tokio::spawn(maintenance::cleanup_loop(
@@ -685,6 +737,7 @@ mod tests {
             max_backoff: 100.0,
             reported: false,
             started: true,
+            cancel_requested: false,
         }
     }
 
