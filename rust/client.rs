@@ -15,7 +15,7 @@ use crate::job::JobState;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::queues::{QueuePattern, QueueRouting, QueueSelector};
 use crate::store::{self, Backend, CallerStatement, JobFilter, Lease, PausedQueue, Store};
-use crate::worker::{Dispatch, Worker};
+use crate::worker::{Dispatch, Wakes, Worker};
 
 /// What one process holds of a client: nothing in it may cross a fork.
 #[derive(Default)]
@@ -342,8 +342,10 @@ impl Client {
             actions,
             config,
             dispatcher,
-            self.wake(),
-            cancels,
+            Wakes {
+                work: self.wake(),
+                cancels,
+            },
         ))
     }
 }

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from helpers import stays_true, wait_for_job, wait_for_jobs, wait_until
+from helpers import ferroq_cli, stays_true, wait_for_job, wait_for_jobs, wait_until
 
 import ferroq
 
@@ -174,7 +174,12 @@ def test_a_killed_workers_cancel_requested_job_ends_cancelled_after_rescue(
     wait_until(lambda: ledger.starts(job.id), timeout=20, message=processes.describe)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(10)
-    assert operator.cancel_job(job.id).cancel_requested_at is not None
+    # Through the CLI, as an operator would: no worker runs the job, so the request waits.
+    cancel = ferroq_cli("cancel", str(job.id), "--database-url", database_url)
+    assert cancel.returncode == 0 and "cancel requested" in cancel.stdout, cancel.stdout + cancel.stderr
+    listing = ferroq_cli("jobs", "--database-url", database_url)
+    assert "cancel requested at " in listing.stdout, listing.stdout
+    assert operator.get_job(job.id).cancel_requested_at is not None
     rescuer = processes.worker("apps.ledger_app:app", database_url, TEST_LEASE_TTL=2)
     done = wait_for_job(operator, job.id, "discarded", timeout=20)
     assert done.error is not None and done.error.startswith("cancelled while running")

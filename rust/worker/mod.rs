@@ -488,6 +488,13 @@ impl Shared {
     }
 }
 
+/// How a worker is told of news from its own process (other processes' reach it through the
+/// store's `listen`): work to claim, and cancel requests of running jobs.
+pub struct Wakes {
+    pub work: Arc<Notify>,
+    pub cancels: Arc<Notify>,
+}
+
 /// A running worker. Dropping it without `stop` leaves its tasks running until the runtime ends.
 pub struct Worker {
     shared: Arc<Shared>,
@@ -505,8 +512,7 @@ impl Worker {
         actions: Vec<String>,
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
-        wake: Arc<Notify>,
-        cancels: Arc<Notify>,
+        wakes: Wakes,
     ) -> Worker {
         let (finish_tx, finish_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -516,8 +522,8 @@ impl Worker {
             queues,
             actions,
             in_flight: Mutex::new(Attempts::default()),
-            wake,
-            cancels,
+            wake: wakes.work,
+            cancels: wakes.cancels,
             progressed: Notify::new(),
             stop_claiming: CancellationToken::new(),
             shutdown: CancellationToken::new(),
