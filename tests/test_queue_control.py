@@ -160,7 +160,7 @@ def test_a_cancelled_blocking_head_lets_the_next_job_of_its_queue_run(app_factor
     worker.start()
     wait_until(lambda: head.id in worker.runs, timeout=10)
     assert operator.get_job(behind.id).blocked_by == head.id
-    operator.cancel_job(head.id)
+    worker.cancel_job(head.id)  # the worker's own App: told in-process, not by the database
     wait_for_job(operator, behind.id, "completed", timeout=5)
     assert operator.get_job(head.id).state == "discarded"
 

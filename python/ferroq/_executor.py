@@ -110,7 +110,7 @@ class Executor:
         # Jobs whose cancel the worker passed on, until their outcome is reported: a performer
         # not started yet when the cancel came is never started. Any thread.
         self._cancel_lock = threading.Lock()
-        self._cancelled_jobs: set[int] = set()
+        self._cancelled_jobs: set[tuple[int, int]] = set()
         self._sweeping = False
         self._pending: list[tuple[Job, Outcome]] = []
         self._flush_scheduled = False
@@ -173,10 +173,10 @@ class Executor:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_tasks)
 
-    def cancel_jobs(self, job_ids: list[int]) -> None:
-        """An operator cancelled these running jobs: interrupt their performers, as a timeout
-        does. Called by the worker on a thread of its own."""
-        ids = set(job_ids)
+    def cancel_jobs(self, attempts: list[tuple[int, int]]) -> None:
+        """An operator cancelled these running attempts, ``(job id, lease token)``: interrupt
+        their performers, as a timeout does. Called by the worker on a thread of its own."""
+        ids = set(attempts)
         # Recorded before interrupting: a performer armed after this look finds its id.
         with self._cancel_lock:
             self._cancelled_jobs |= ids
@@ -186,11 +186,12 @@ class Executor:
 
     def _cancel_requested(self, job: Job) -> bool:
         with self._cancel_lock:
-            return job.id in self._cancelled_jobs
+            return job._attempt in self._cancelled_jobs
 
     def _forget_cancel(self, job: Job) -> None:
         with self._cancel_lock:
-            self._cancelled_jobs.discard(job.id)
+            if job._attempt is not None:
+                self._cancelled_jobs.discard(job._attempt)
 
     def close(self, keep_loop: bool = False) -> None:
         """Free the threads once the worker has stopped. ``keep_loop``: performers that could
@@ -211,7 +212,7 @@ class Executor:
     # -- sync performers ----------------------------------------------------------------------
 
     def _run_sync(self, job: Job, performer: Performer) -> None:
-        key = self._watchdog.arm(job.timeout, job.id)
+        key = self._watchdog.arm(job.timeout, job._attempt)
         fired: type[BaseException] | None = None
         raised: BaseException | None = None
         value: Any = None
@@ -344,9 +345,9 @@ class Executor:
         for task in list(self._tasks):
             task.cancel()
 
-    def _cancel_job_tasks(self, job_ids: set[int]) -> None:
+    def _cancel_job_tasks(self, attempts: set[tuple[int, int]]) -> None:
         for task, (job, _performer, _deadline) in list(self._tasks.items()):
-            if job.id in job_ids and task not in self._cancelled_tasks:
+            if job._attempt in attempts and task not in self._cancelled_tasks:
                 self._cancelled_tasks.add(task)
                 task.cancel()
 

@@ -37,17 +37,17 @@ class Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        # key -> [deadline, thread ident, fired exc type, job id]
+        # key -> [deadline, thread ident, fired exc type, attempt (job id, lease token)]
         self._armed: dict[int, list[Any]] = {}
         self._next_key = 0
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def arm(self, timeout: float, job_id: int | None = None) -> int:
+    def arm(self, timeout: float, attempt: tuple[int, int] | None = None) -> int:
         with self._cond:
             self._next_key += 1
             key = self._next_key
-            self._armed[key] = [_monotonic() + timeout, threading.get_ident(), None, job_id]
+            self._armed[key] = [_monotonic() + timeout, threading.get_ident(), None, attempt]
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="ferroq-watchdog", daemon=True)
                 self._thread.start()
@@ -70,12 +70,12 @@ class Watchdog:
                     entry[2] = ShutdownInterrupt
                     _set_async_exc(entry[1], ShutdownInterrupt)
 
-    def interrupt_jobs(self, job_ids: set[int]) -> set[int]:
-        """Interrupt the performers of these jobs; returns the ids found running here."""
+    def interrupt_jobs(self, attempts: set[tuple[int, int]]) -> set[tuple[int, int]]:
+        """Interrupt the performers of these attempts; returns those found running here."""
         found = set()
         with self._cond:
             for entry in self._armed.values():
-                if entry[3] in job_ids:
+                if entry[3] in attempts:
                     found.add(entry[3])
                     if entry[2] is None:
                         entry[2] = CancelInterrupt

@@ -286,6 +286,13 @@ impl PyJob {
         self.failure_pending
     }
 
+    /// The attempt this claimed job stands for, `(id, lease token)`: what a cancel names, so
+    /// that a request for one attempt never reaches a later one of the same job.
+    #[getter]
+    fn _attempt(&self) -> Option<(i64, i64)> {
+        self.inner.lease_token.map(|token| (self.inner.id, token))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<ferroq.Job id={} queue={:?} action={:?} state={} attempts={}>",

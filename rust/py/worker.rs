@@ -99,7 +99,8 @@ impl Dispatch for PyDispatcher {
         });
     }
 
-    fn cancel(&self, job_ids: Vec<i64>) {
+    fn cancel(&self, attempts: Vec<Lease>) {
+        let attempts: Vec<(i64, i64)> = attempts.iter().map(|l| (l.id, l.token)).collect();
         Python::attach(|py| {
             let executor = self
                 .executor
@@ -107,7 +108,7 @@ impl Dispatch for PyDispatcher {
                 .unwrap()
                 .as_ref()
                 .map(|e| e.clone_ref(py));
-            if let Some(Err(err)) = executor.map(|e| e.call_method1(py, "cancel_jobs", (job_ids,)))
+            if let Some(Err(err)) = executor.map(|e| e.call_method1(py, "cancel_jobs", (attempts,)))
             {
                 err.print(py);
             }

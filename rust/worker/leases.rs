@@ -38,7 +38,9 @@ pub(super) async fn keep_alive(shared: Arc<Shared>, dispatcher: Arc<dyn Dispatch
             // A cancel request may concern a job here: ask, between renewals.
             if !leases.is_empty() {
                 look_for_cancels(&shared, &dispatcher, &leases).await;
-                tokio::time::sleep(CANCEL_LOOK_GAP).await;
+                // Never past the next renewal.
+                let gap_end = tokio::time::Instant::now() + CANCEL_LOOK_GAP;
+                tokio::time::sleep_until(gap_end.min(renew_at)).await;
             }
             continue;
         }
@@ -117,7 +119,8 @@ async fn look_for_cancels(shared: &Arc<Shared>, dispatcher: &Arc<dyn Dispatch>, 
         shared.wake.notify_one();
     }
     if !interrupt.is_empty() {
-        log::info!("ferroq: cancelling running jobs {interrupt:?} as requested");
+        let ids: Vec<i64> = interrupt.iter().map(|lease| lease.id).collect();
+        log::info!("ferroq: cancelling running jobs {ids:?} as requested");
         let dispatcher = dispatcher.clone();
         // The interpreter may be busy: its lock is never awaited on the runtime's threads.
         tokio::task::spawn_blocking(move || dispatcher.cancel(interrupt));

@@ -31,9 +31,10 @@ pub trait Dispatch: Send + Sync + 'static {
     /// Shutdown ran out of time: stop the performers still running; each reports `Released`.
     fn cancel_all(&self);
     /// An operator cancelled these running jobs (`cancel_job`): interrupt their performers as
-    /// a timeout does (a job not started yet is not started). Each reports as it ends; the
-    /// worker writes the job discarded. May block on the interpreter: called off the runtime.
-    fn cancel(&self, job_ids: Vec<i64>);
+    /// a timeout does (a job not started yet is not started). Named by attempt, so a request
+    /// never reaches a later attempt of the same job. Each reports as it ends; the worker
+    /// writes the job discarded. May block on the interpreter: called off the runtime.
+    fn cancel(&self, attempts: Vec<Lease>);
 }
 
 /// How an attempt ended, as the performer's side reports it.
@@ -163,7 +164,7 @@ impl Attempts {
     /// Take the cancel requests the store reported for `ids`: a job claimed ahead is taken out
     /// of the buffer and ends discarded now (returned as its outcome), a started one is marked
     /// (returned as an id to interrupt). Attempts already marked or reported are left alone.
-    fn take_cancel_requests(&mut self, ids: &[i64]) -> (Vec<Finish>, Vec<i64>) {
+    fn take_cancel_requests(&mut self, ids: &[i64]) -> (Vec<Finish>, Vec<Lease>) {
         let mut reserved_cancelled = Vec::new();
         self.reserved.retain(|(job, _)| {
             let keep = !ids.contains(&job.id);
@@ -183,7 +184,7 @@ impl Attempts {
                 entry.reported = true;
                 finishes.push(finish_for(*lease, entry, Outcome::Released));
             } else {
-                interrupt.push(lease.id);
+                interrupt.push(*lease);
             }
         }
         (finishes, interrupt)
