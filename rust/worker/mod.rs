@@ -860,6 +860,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_attempt_ends_discarded_unless_it_completed() {
+        let cancelled = InFlight {
+            cancel_requested: true,
+            ..entry(1, 3)
+        };
+        for outcome in [
+            Outcome::Failed {
+                error: "interrupted".into(),
+                backoff: None,
+            },
+            Outcome::Released,
+            Outcome::Snoozed {
+                seconds: 5.0,
+                count_attempt: false,
+            },
+        ] {
+            let finish = finish_for(LEASE, &cancelled, outcome);
+            assert_eq!(
+                (finish.state, finish.error.as_deref(), finish.delay),
+                (JobState::Discarded, Some(CANCELLED_WHILE_RUNNING), None)
+            );
+        }
+        let completed = finish_for(LEASE, &cancelled, Outcome::Completed { result: None });
+        assert_eq!(completed.state, JobState::Completed);
+    }
+
+    #[test]
     fn release_gives_the_attempt_back() {
         let released = finish_for(LEASE, &entry(1, 3), Outcome::Released);
         assert_eq!(
