@@ -108,6 +108,11 @@ def main(url: str) -> None:
     cancelled = app.cancel_job(waiting.id)
     retried = app.retry_job(cancelled.id)
     assert retried.state == "available"
+    assert retried.cancel_requested_at is None
+    app.pause_queue("reports*")
+    paused: list[tuple[str, datetime]] = app.paused_queues()
+    assert [name for name, _ in paused] == ["reports*"]
+    app.resume_queue("reports*")
     assert_job_created(app, queue="customer-3", params={"to": "z@z.z"})
     refute_job_created(app, action="never")
     try:

@@ -11,12 +11,15 @@ use tokio::sync::{Notify, OnceCell};
 use crate::config::{AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
+use crate::job::JobState;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::periodic::{CronSchedule, PeriodicEntry, PeriodicJob, PeriodicStatus};
-use crate::queues::{QueueRouting, QueueSelector};
+use crate::queues::{QueuePattern, QueueRouting, QueueSelector};
 use crate::stats::Stats;
-use crate::store::{self, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store};
-use crate::worker::{Dispatch, Worker};
+use crate::store::{
+    self, Backend, BulkChange, CallerStatement, JobFilter, Lease, PausedQueue, Store,
+};
+use crate::worker::{Dispatch, Wakes, Worker};
 
 /// What one process holds of a client: nothing in it may cross a fork.
 #[derive(Default)]
@@ -27,6 +30,8 @@ struct Local {
     schema_ready: Arc<OnceCell<()>>,
     /// Wakes this process's worker when this process enqueues, without a database round trip.
     wake: Arc<Notify>,
+    /// Tells this process's worker that a running job's cancel was requested here.
+    cancels: Arc<Notify>,
 }
 
 /// The storage side of one App.
@@ -324,10 +329,18 @@ impl Client {
         self.transitioned(&store, id, "retry", changed).await
     }
 
-    /// Discard a job that is neither running nor finished.
+    /// Discard a job that is neither running nor finished. A running job is cancelled by its
+    /// worker, which interrupts the performer and ends the job `discarded` with the error
+    /// [`store::CANCELLED_WHILE_RUNNING`]: it is returned still running, its
+    /// `cancel_requested_at` set.
     pub async fn cancel_job(&self, id: i64) -> Result<Job> {
         let store = self.store().await?;
         let changed = store.cancel_job(&self.config.scope, id).await?;
+        if let Some(job) = changed.as_ref().filter(|j| j.state == JobState::Running) {
+            // The store told other processes' workers; this one's is told here.
+            self.local(|local| local.cancels.notify_one());
+            return Ok(job.clone());
+        }
         self.transitioned(&store, id, "cancel", changed).await
     }
 
@@ -368,6 +381,34 @@ impl Client {
             .blocked_heads(scope, performers.as_deref(), blocked_limit)
             .await?;
         Ok(Stats::new(scope, counts, held, total))
+    }
+
+    /// Pause a queue, or every queue a `prefix*` pattern matches (the rule of `only_queues`),
+    /// across all workers and restarts: their running jobs finish, nothing new starts until
+    /// `resume_queue` with the same name or pattern. Pausing again changes nothing.
+    pub async fn pause_queue(&self, queue: &str) -> Result<()> {
+        let pattern = QueuePattern::parse_given("queue", queue)?;
+        self.store()
+            .await?
+            .pause_queue(&self.config.scope, &pattern)
+            .await
+    }
+
+    /// Undo `pause_queue(queue)` (the same name or pattern; another pause that matches the
+    /// queue still holds it), and wake every worker to claim at once.
+    pub async fn resume_queue(&self, queue: &str) -> Result<()> {
+        let pattern = QueuePattern::parse_given("queue", queue)?;
+        self.store()
+            .await?
+            .resume_queue(&self.config.scope, &pattern)
+            .await?;
+        self.wake().notify_one();
+        Ok(())
+    }
+
+    /// The paused names and patterns of this scope, with when each was paused.
+    pub async fn paused_queues(&self) -> Result<Vec<PausedQueue>> {
+        self.store().await?.paused_queues(&self.config.scope).await
     }
 
     /// After a retry or cancel: either can unblock a blocking queue (a cancelled retrying
@@ -421,6 +462,7 @@ impl Client {
             self.periodic_jobs()?
         };
         let store = self.store().await?;
+        let cancels = self.local(|local| local.cancels.clone());
         Ok(Worker::start(
             store,
             self.config.scope.clone(),
@@ -431,7 +473,10 @@ impl Client {
             actions,
             config,
             dispatcher,
-            self.wake(),
+            Wakes {
+                work: self.wake(),
+                cancels,
+            },
             periodic,
         ))
     }

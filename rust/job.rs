@@ -168,6 +168,9 @@ pub struct Job {
     pub result: Option<String>,
     /// Fencing token of the running attempt (None unless running).
     pub lease_token: Option<i64>,
+    /// When an operator asked to cancel the running attempt (`cancel_job` on a running job):
+    /// its worker interrupts the performer and ends the job `discarded`. Kept once it ended.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     /// In listings (get, list): the job this waiting job of a blocking queue waits behind, the
     /// first unfinished job of its queue. None for that job itself, for any other kind of
     /// job, and on jobs returned by enqueueing or claiming.
@@ -332,6 +335,7 @@ impl NewJob {
             error: None,
             result: None,
             lease_token: None,
+            cancel_requested_at: None,
             blocked_by: None,
         }
     }
@@ -828,6 +832,7 @@ mod tests {
             error: None,
             result: None,
             lease_token: None,
+            cancel_requested_at: None,
             blocked_by,
         };
         let reason = |j: Job| j.waiting_reason();

@@ -26,23 +26,50 @@ impl QueuePattern {
     /// anything else a name. `"*"` alone matches every queue.
     pub fn parse(what: &str, pattern: &str) -> Result<QueuePattern> {
         // A bad name in the App's settings is a configuration error, raised when it is made.
-        let checked = |name: &str| {
-            validate_name(what, name).map_err(|err| match err {
-                Error::InvalidName(message) => Error::Configuration(message),
-                other => other,
-            })
-        };
+        QueuePattern::parse_given(what, pattern).map_err(|err| match err {
+            Error::InvalidName(message) => Error::Configuration(message),
+            other => other,
+        })
+    }
+
+    /// A queue name or pattern an operator gives (`pause_queue`): a bad one raises
+    /// `InvalidName`, as a job's queue name does. `"*"` alone names every queue.
+    pub fn parse_given(what: &str, pattern: &str) -> Result<QueuePattern> {
         match pattern.strip_suffix(WILDCARD) {
+            Some("") => Ok(QueuePattern::Prefix(String::new())),
             Some(prefix) => {
-                if !prefix.is_empty() {
-                    checked(prefix)?;
-                }
+                validate_name(what, prefix)?;
                 Ok(QueuePattern::Prefix(prefix.to_owned()))
             }
             None => {
-                checked(pattern)?;
+                validate_name(what, pattern)?;
                 Ok(QueuePattern::Exact(pattern.to_owned()))
             }
+        }
+    }
+
+    /// The name, or the prefix without its `*`, and whether it is a prefix: as stored.
+    pub fn parts(&self) -> (&str, bool) {
+        match self {
+            QueuePattern::Exact(name) => (name, false),
+            QueuePattern::Prefix(prefix) => (prefix, true),
+        }
+    }
+
+    /// From its stored parts (see [`QueuePattern::parts`]).
+    pub fn from_parts(queue: String, prefix: bool) -> QueuePattern {
+        if prefix {
+            QueuePattern::Prefix(queue)
+        } else {
+            QueuePattern::Exact(queue)
+        }
+    }
+
+    /// As given: the name, or the prefix followed by `*`.
+    pub fn text(&self) -> String {
+        match self {
+            QueuePattern::Exact(name) => name.clone(),
+            QueuePattern::Prefix(prefix) => format!("{prefix}{WILDCARD}"),
         }
     }
 
@@ -162,15 +189,9 @@ impl QueueSelector {
 
     /// The patterns as given (`name` or `prefix*`); None for every queue.
     pub fn patterns(&self) -> Option<Vec<String>> {
-        self.patterns.as_ref().map(|patterns| {
-            patterns
-                .iter()
-                .map(|p| match p {
-                    QueuePattern::Exact(name) => name.clone(),
-                    QueuePattern::Prefix(prefix) => format!("{prefix}{WILDCARD}"),
-                })
-                .collect()
-        })
+        self.patterns
+            .as_ref()
+            .map(|patterns| patterns.iter().map(QueuePattern::text).collect())
     }
 }
 

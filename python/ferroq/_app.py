@@ -847,7 +847,10 @@ class App:
         return self._client.retry_job(_integer("id", id))
 
     def cancel_job(self, id: int) -> Job:
-        """Discard a job that has not finished and is not running."""
+        """Discard a job that has not finished. A running job is cancelled by the worker that
+        runs it, which interrupts its performer as a timeout does and ends it ``discarded``
+        with the error ``"cancelled while running"`` (no ``on_failure`` hook); it comes back
+        still running, ``cancel_requested_at`` set. A finished job raises ``JobStateError``."""
         return self._client.cancel_job(_integer("id", id))
 
     def stats(self, blocked_limit: int = 50) -> Stats:
@@ -920,3 +923,16 @@ class App:
             search,
             _optional_seconds("older_than", older_than, InvalidOptionError),
         )
+
+    def pause_queue(self, queue: str) -> None:
+        """Pause a queue, or every queue a ``prefix*`` pattern matches, across all workers and
+        restarts: its running jobs finish, none starts until :meth:`resume_queue`."""
+        self._client.pause_queue(queue)
+
+    def resume_queue(self, queue: str) -> None:
+        """Undo :meth:`pause_queue` with the same name or pattern, and wake the workers."""
+        self._client.resume_queue(queue)
+
+    def paused_queues(self) -> list[tuple[str, datetime]]:
+        """The paused names and patterns of this scope, with when each was paused."""
+        return self._client.paused_queues()

@@ -6,7 +6,9 @@ that loop, and the outcomes of one loop iteration go back to Rust in a single ca
 also returns the jobs claimed ahead that take the freed slots (started at once). Sync
 performers run on a bounded thread pool. Timeouts cancel async tasks and interrupt
 sync threads; an attempt is reported only once its performer has really returned, so a
-blocking queue stays locked until then.
+blocking queue stays locked until then. A running job an operator cancelled (``cancel_job``)
+is interrupted the same way and reported discarded; its ``on_failure`` hook does not run (it
+did not fail). A job cancelled before its performer started is not started.
 
 Two outcomes need the database's word first, asked through the core (one query, only then): a
 performer that completed its job on its own connection (``job.complete``) settled it only if
@@ -28,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ._core import UNCOMMITTED_COMPLETION, Job, Outcome, WorkerHandle, snoozed_out
+from ._core import CANCELLED_WHILE_RUNNING, UNCOMMITTED_COMPLETION, Job, Outcome, WorkerHandle, snoozed_out
 from ._outcomes import Discard, Fail, Snooze
-from ._watchdog import ShutdownInterrupt, Watchdog
+from ._watchdog import CancelInterrupt, ShutdownInterrupt, Watchdog
 from .errors import JobTimeoutError
 
 __all__ = ["Executor", "Performer"]
@@ -62,6 +64,11 @@ async def _completion(awaitable: Awaitable[Any]) -> Any:
 
 def _timeout_error(job: Job) -> str:
     return f"timeout: the job ran longer than its timeout of {job.timeout:g} s"
+
+
+def _cancelled() -> Outcome:
+    """The outcome of an attempt an operator cancelled: discarded, no failure hook."""
+    return Outcome.discarded(CANCELLED_WHILE_RUNNING)
 
 
 def _hook_due(job: Job, performer: Performer) -> bool:
@@ -99,6 +106,11 @@ class Executor:
         # Loop-thread state: running tasks with their job, performer and deadline.
         self._tasks: dict[asyncio.Task[Any], tuple[Job, Performer, float]] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
+        self._cancelled_tasks: set[asyncio.Task[Any]] = set()
+        # Jobs whose cancel the worker passed on, until their outcome is reported: a performer
+        # not started yet when the cancel came is never started. Any thread.
+        self._cancel_lock = threading.Lock()
+        self._cancelled_jobs: set[tuple[int, int]] = set()
         self._sweeping = False
         self._pending: list[tuple[Job, Outcome]] = []
         self._flush_scheduled = False
@@ -161,6 +173,26 @@ class Executor:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._cancel_tasks)
 
+    def cancel_jobs(self, attempts: list[tuple[int, int]]) -> None:
+        """An operator cancelled these running attempts, ``(job id, lease token)``: interrupt
+        their performers, as a timeout does. Called by the worker on a thread of its own."""
+        ids = set(attempts)
+        # Recorded before interrupting: a performer armed after this look finds its id.
+        with self._cancel_lock:
+            self._cancelled_jobs |= ids
+        self._watchdog.interrupt_jobs(ids)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_job_tasks, ids)
+
+    def _cancel_requested(self, job: Job) -> bool:
+        with self._cancel_lock:
+            return job._attempt in self._cancelled_jobs
+
+    def _forget_cancel(self, job: Job) -> None:
+        with self._cancel_lock:
+            if job._attempt is not None:
+                self._cancelled_jobs.discard(job._attempt)
+
     def close(self, keep_loop: bool = False) -> None:
         """Free the threads once the worker has stopped. ``keep_loop``: performers that could
         not be stopped still run, and an async one needs its loop to return and report."""
@@ -180,16 +212,21 @@ class Executor:
     # -- sync performers ----------------------------------------------------------------------
 
     def _run_sync(self, job: Job, performer: Performer) -> None:
-        key = self._watchdog.arm(job.timeout)
+        key = self._watchdog.arm(job.timeout, job._attempt)
         fired: type[BaseException] | None = None
         raised: BaseException | None = None
         value: Any = None
+        # Looked at once armed: a cancel that comes later finds the performer armed.
+        if self._cancel_requested(job):
+            self._watchdog.disarm(key)
+            self._deliver(job, _cancelled())
+            return
         try:
             try:
                 value = performer.fn(job)
             finally:
                 fired = self._watchdog.disarm(key)
-        except (JobTimeoutError, ShutdownInterrupt):
+        except (JobTimeoutError, ShutdownInterrupt, CancelInterrupt):
             pass
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is the attempt's outcome
             raised = exc
@@ -199,7 +236,9 @@ class Executor:
             if not held:
                 self._deliver(job, Outcome.settled())
                 return
-        if fired is ShutdownInterrupt:
+        if fired is CancelInterrupt:
+            outcome = _cancelled()
+        elif fired is ShutdownInterrupt:
             outcome = Outcome.released()
         elif fired is JobTimeoutError:
             outcome = self._failure_now(job, performer, _timeout_error(job), held)
@@ -215,6 +254,7 @@ class Executor:
         self._deliver(job, self._failure_now(job, performer, job.error or "no attempts left"))
 
     def _deliver(self, job: Job, outcome: Outcome) -> None:
+        self._forget_cancel(job)
         self._report([(job, outcome)], on_loop=False)
 
     def _report(self, outcomes: list[tuple[Job, Outcome]], on_loop: bool) -> None:
@@ -268,6 +308,9 @@ class Executor:
         assert loop is not None
         now = loop.time()
         for job, performer in batch:
+            if self._cancel_requested(job):
+                self._queue_outcome(job, _cancelled())
+                continue
             if job._failure_pending:
                 self._settle(job, performer, None, job.error or "no attempts left")
                 continue
@@ -302,6 +345,12 @@ class Executor:
         for task in list(self._tasks):
             task.cancel()
 
+    def _cancel_job_tasks(self, attempts: set[tuple[int, int]]) -> None:
+        for task, (job, _performer, _deadline) in list(self._tasks.items()):
+            if job._attempt in attempts and task not in self._cancelled_tasks:
+                self._cancelled_tasks.add(task)
+                task.cancel()
+
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         job, performer, _deadline = self._tasks.pop(task)
         self._finish_task(task, job, performer)
@@ -309,7 +358,12 @@ class Executor:
     def _finish_task(self, task: asyncio.Task[Any], job: Job, performer: Performer) -> None:
         outcome: Outcome | None = None
         error: str | None = None
-        if task in self._timed_out:
+        if task in self._cancelled_tasks:
+            # Cancelled by an operator, whether or not the performer swallowed it.
+            self._cancelled_tasks.discard(task)
+            self._timed_out.discard(task)
+            outcome = _cancelled()
+        elif task in self._timed_out:
             # Timed out, whether or not the performer swallowed the cancellation.
             self._timed_out.discard(task)
             error = _timeout_error(job)
@@ -362,6 +416,7 @@ class Executor:
 
     def _queue_outcome(self, job: Job, outcome: Outcome) -> None:
         """Collect the outcomes of this loop iteration; they cross to Rust in one call."""
+        self._forget_cancel(job)
         self._pending.append((job, outcome))
         if not self._flush_scheduled:
             self._flush_scheduled = True

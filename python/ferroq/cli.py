@@ -66,6 +66,8 @@ def _jobs(args: argparse.Namespace) -> int:
     for job in jobs:
         error = (job.error or "").splitlines()[-1:] or [""]
         why = job.waiting_reason
+        if job.state == "running" and job.cancel_requested_at is not None:
+            why = f"cancel requested at {job.cancel_requested_at:%Y-%m-%d %H:%M:%S} UTC"
         detail = error[0][:60] if why is None else (f"{error[0][:60]} / {why}" if error[0] else why)
         print(
             f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20}"
@@ -150,7 +152,10 @@ def _change(
         if args.ids and one is not None:
             for id in args.ids:
                 job = one(app, id)
-                print(f"job {job.id} is {job.state}")
+                if job.state == "running" and job.cancel_requested_at is not None:
+                    print(f"job {job.id} is running: cancel requested, its worker ends it discarded")
+                else:
+                    print(f"job {job.id} is {job.state}")
             return 0
         if "state" in filters:
             filters["state"] = [s.strip() for s in filters["state"].split(",") if s.strip()]

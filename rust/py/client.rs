@@ -377,6 +377,25 @@ impl PyClient {
         Ok(block_on(py, self.inner.stats(performers, blocked_limit))?.to_json())
     }
 
+    /// Pause a queue or `prefix*` pattern across all workers and restarts.
+    fn pause_queue(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        Ok(block_on(py, self.inner.pause_queue(queue))?)
+    }
+
+    /// Undo the pause made with this same name or pattern, and wake every worker.
+    fn resume_queue(&self, py: Python<'_>, queue: &str) -> PyResult<()> {
+        Ok(block_on(py, self.inner.resume_queue(queue))?)
+    }
+
+    /// The paused names and patterns, as (name or pattern, paused_at) in name order.
+    fn paused_queues(&self, py: Python<'_>) -> PyResult<Vec<(String, DateTime<Utc>)>> {
+        let paused = block_on(py, self.inner.paused_queues())?;
+        Ok(paused
+            .into_iter()
+            .map(|entry| (entry.pattern.text(), entry.paused_at))
+            .collect())
+    }
+
     /// Wake every worker of this scope, in this process and others.
     fn notify(&self, py: Python<'_>) -> PyResult<()> {
         Ok(block_on(py, self.inner.notify())?)

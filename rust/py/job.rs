@@ -225,6 +225,11 @@ impl PyJob {
     fn inserted_at(&self) -> DateTime<Utc> {
         self.inner.inserted_at
     }
+    /// When the cancel of this running job was requested (`cancel_job`); None if never.
+    #[getter]
+    fn cancel_requested_at(&self) -> Option<DateTime<Utc>> {
+        self.inner.cancel_requested_at
+    }
     #[getter]
     fn error(&self) -> Option<&str> {
         self.inner.error.as_deref()
@@ -279,6 +284,13 @@ impl PyJob {
     #[getter]
     fn _failure_pending(&self) -> bool {
         self.failure_pending
+    }
+
+    /// The attempt this claimed job stands for, `(id, lease token)`: what a cancel names, so
+    /// that a request for one attempt never reaches a later one of the same job.
+    #[getter]
+    fn _attempt(&self) -> Option<(i64, i64)> {
+        self.inner.lease_token.map(|token| (self.inner.id, token))
     }
 
     fn __repr__(&self) -> String {

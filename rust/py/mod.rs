@@ -42,6 +42,10 @@ pub mod _core {
             crate::config::DEFAULT_CLEANUP_INTERVAL,
         )?;
         m.add("UNCOMMITTED_COMPLETION", crate::job::UNCOMMITTED_COMPLETION)?;
+        m.add(
+            "CANCELLED_WHILE_RUNNING",
+            crate::store::CANCELLED_WHILE_RUNNING,
+        )?;
         // The state names, which `ferroq.JobState` mirrors (checked when ferroq is imported).
         let states: Vec<&str> = crate::job::JobState::ALL
             .iter()

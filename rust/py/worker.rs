@@ -98,6 +98,22 @@ impl Dispatch for PyDispatcher {
             }
         });
     }
+
+    fn cancel(&self, attempts: Vec<Lease>) {
+        let attempts: Vec<(i64, i64)> = attempts.iter().map(|l| (l.id, l.token)).collect();
+        Python::attach(|py| {
+            let executor = self
+                .executor
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|e| e.clone_ref(py));
+            if let Some(Err(err)) = executor.map(|e| e.call_method1(py, "cancel_jobs", (attempts,)))
+            {
+                err.print(py);
+            }
+        });
+    }
 }
 
 /// A started worker, as Python holds it.

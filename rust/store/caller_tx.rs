@@ -245,6 +245,7 @@ fn decode_job(row: &str) -> Result<Job> {
         error: j.error,
         result: j.result.map(|r| r.get().to_owned()),
         lease_token: j.lease_token,
+        cancel_requested_at: None,
         blocked_by: None,
     })
 }

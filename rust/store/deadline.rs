@@ -23,10 +23,11 @@ use chrono::{DateTime, Utc};
 
 use super::{
     BulkChange, CallerStatement, ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease,
-    PeriodicTicks, QueueCount, Store,
+    PausedQueue, PeriodicTicks, QueueCount, Store,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
+use crate::queues::QueuePattern;
 
 /// A [`Store`] whose calls end by a deadline. `migrate` (index builds may rightly take long)
 /// and `listen` (it runs until stopped, and probes its own connection) are not bounded here.
@@ -195,13 +196,42 @@ impl<S: Store> Store for Bounded<S> {
         .await
     }
 
+    async fn cancel_requested(&self, leases: &[Lease]) -> Result<Vec<i64>> {
+        self.within(
+            "looking for cancel requests",
+            self.inner.cancel_requested(leases),
+        )
+        .await
+    }
+
+    async fn pause_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        self.within("pausing a queue", self.inner.pause_queue(scope, pattern))
+            .await
+    }
+
+    async fn resume_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        self.within("resuming a queue", self.inner.resume_queue(scope, pattern))
+            .await
+    }
+
+    async fn paused_queues(&self, scope: &str) -> Result<Vec<PausedQueue>> {
+        self.within("listing paused queues", self.inner.paused_queues(scope))
+            .await
+    }
+
     async fn notify(&self, scope: &str) -> Result<()> {
         self.within("notifying workers", self.inner.notify(scope))
             .await
     }
 
-    async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
-        self.inner.listen(scope, wake, stop).await
+    async fn listen(
+        &self,
+        scope: &str,
+        wake: Arc<Notify>,
+        cancels: Arc<Notify>,
+        stop: CancellationToken,
+    ) {
+        self.inner.listen(scope, wake, cancels, stop).await
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {

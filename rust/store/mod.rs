@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob};
-use crate::queues::QueueRouting;
+use crate::queues::{QueuePattern, QueueRouting};
 
 /// One attempt's claim on a job: the fence every write of that attempt must present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,6 +103,23 @@ pub struct Finish {
     pub delay: Option<f64>,
     /// Give the attempt back: a snooze or a shutdown release does not use one up.
     pub refund_attempt: bool,
+}
+
+/// A paused queue, or pattern of queues, as `paused_queues` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PausedQueue {
+    pub pattern: QueuePattern,
+    /// When it was paused, on the database clock (a second pause keeps the first time).
+    pub paused_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The error of an attempt its worker ended because an operator cancelled the running job
+/// (`cancel_job`); the statements that end such a job write it too.
+pub const CANCELLED_WHILE_RUNNING: &str = "cancelled while running";
+
+/// [`CANCELLED_WHILE_RUNNING`] as an SQL string literal, for the statements' templates.
+pub(crate) fn cancelled_while_running_literal() -> String {
+    format!("'{}'", CANCELLED_WHILE_RUNNING.replace('\'', "''"))
 }
 
 /// Filters of `list_jobs` / `paginate_jobs`.
@@ -411,7 +428,10 @@ pub trait Store: Send + Sync {
     /// Make a waiting, failed or discarded job runnable now; None when no job of the scope
     /// with this id is in such a state.
     async fn retry_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
-    /// Discard a job that is neither running nor finished; None when there is no such job.
+    /// Discard a job that is neither running nor finished; for a running job, record that its
+    /// cancel was requested (`cancel_requested_at`, kept from a first request) and tell the
+    /// scope's workers. Returns the job as it is then; None when no job of the scope with this
+    /// id is waiting or running.
     async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>>;
     /// Apply `change` to every job of the scope `filter` matches (its limit, offset and order
     /// are ignored; its states are the ones to change); returns how many changed.
@@ -428,11 +448,29 @@ pub trait Store: Send + Sync {
         actions: Option<&[String]>,
         limit: i64,
     ) -> Result<(Vec<HeldQueue>, i64)>;
+    /// Of the attempts given, the ids of those whose job's cancel was requested.
+    async fn cancel_requested(&self, leases: &[Lease]) -> Result<Vec<i64>>;
+    /// Pause a queue, or every queue a prefix pattern matches: claims start none of their
+    /// jobs until resumed. Pausing again changes nothing.
+    async fn pause_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()>;
+    /// Remove the pause made with this same name or pattern (others that match stay), and
+    /// tell the scope's workers; nothing if there was none.
+    async fn resume_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()>;
+    /// The scope's paused names and patterns, in name order.
+    async fn paused_queues(&self, scope: &str) -> Result<Vec<PausedQueue>>;
     /// Tell every worker of the scope to look for work now.
     async fn notify(&self, scope: &str) -> Result<()>;
-    /// Wake `wake` whenever another process announces work for `scope`, until `stop`.
-    /// Must survive connection loss on its own (reconnect, then wake once to cover the gap).
-    async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken);
+    /// Wake `wake` whenever another process announces work for `scope`, and `cancels` when one
+    /// may have requested the cancel of a running job (a hint: the worker then asks
+    /// `cancel_requested`), until `stop`. Must survive connection loss on its own (reconnect,
+    /// then wake once to cover the gap).
+    async fn listen(
+        &self,
+        scope: &str,
+        wake: Arc<Notify>,
+        cancels: Arc<Notify>,
+        stop: CancellationToken,
+    );
     /// `insert_jobs` on the calling thread, without the async runtime, where the store can
     /// (SQLite: a connection of its own, its statements prepared once): None where it cannot,
     /// and the caller uses `insert_jobs`. It blocks: call it off the runtime's threads.

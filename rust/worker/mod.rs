@@ -24,13 +24,18 @@ use crate::job::{
 use crate::maintenance;
 use crate::periodic::PeriodicJob;
 use crate::queues::QueueRouting;
-use crate::store::{Finish, Lease, Store};
+use crate::store::{Finish, Lease, Store, CANCELLED_WHILE_RUNNING};
 
 /// Receives claimed jobs, once per batch, and runs them. Implemented by the bindings.
 pub trait Dispatch: Send + Sync + 'static {
     fn dispatch(&self, jobs: Vec<Job>);
     /// Shutdown ran out of time: stop the performers still running; each reports `Released`.
     fn cancel_all(&self);
+    /// An operator cancelled these running jobs (`cancel_job`): interrupt their performers as
+    /// a timeout does (a job not started yet is not started). Named by attempt, so a request
+    /// never reaches a later attempt of the same job. Each reports as it ends; the worker
+    /// writes the job discarded. May block on the interpreter: called off the runtime.
+    fn cancel(&self, attempts: Vec<Lease>);
 }
 
 /// How an attempt ended, as the performer's side reports it.
@@ -76,6 +81,9 @@ struct InFlight {
     /// Handed to a performer; false while claimed ahead, and for a reservation handed back:
     /// only started attempts count as processed.
     started: bool,
+    /// An operator asked to cancel the job, and its performer was told to stop: whatever it
+    /// reports, short of a completion, ends the job discarded.
+    cancel_requested: bool,
 }
 
 /// The lease a claimed job's attempt holds: the key of its entry in [`Attempts::leases`].
@@ -95,6 +103,7 @@ impl InFlight {
             max_backoff: job.max_backoff,
             reported: false,
             started: false,
+            cancel_requested: false,
         };
         (lease_of(job), entry)
     }
@@ -153,6 +162,35 @@ impl Attempts {
         before - self.reserved.len()
     }
 
+    /// Take the cancel requests the store reported for `ids`: a job claimed ahead is taken out
+    /// of the buffer and ends discarded now (returned as its outcome), a started one is marked
+    /// (returned as an id to interrupt). Attempts already marked or reported are left alone.
+    fn take_cancel_requests(&mut self, ids: &[i64]) -> (Vec<Finish>, Vec<Lease>) {
+        let mut reserved_cancelled = Vec::new();
+        self.reserved.retain(|(job, _)| {
+            let keep = !ids.contains(&job.id);
+            if !keep {
+                reserved_cancelled.push(lease_of(job));
+            }
+            keep
+        });
+        let mut finishes = Vec::new();
+        let mut interrupt = Vec::new();
+        for (lease, entry) in self.leases.iter_mut() {
+            if !ids.contains(&lease.id) || entry.reported || entry.cancel_requested {
+                continue;
+            }
+            entry.cancel_requested = true;
+            if reserved_cancelled.contains(lease) {
+                entry.reported = true;
+                finishes.push(finish_for(*lease, entry, Outcome::Released));
+            } else {
+                interrupt.push(*lease);
+            }
+        }
+        (finishes, interrupt)
+    }
+
     /// When claiming must look again by itself: the oldest reservation expires, or the pause
     /// of claiming ahead ends.
     fn next_deadline(&self, config: &WorkerConfig) -> Option<tokio::time::Instant> {
@@ -184,6 +222,16 @@ impl Attempts {
 /// used up `max_attempts` fails the job; a claim past them (see [`Job::attempts_exhausted`])
 /// only failed it, and gives its extra attempt back.
 fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
+    // A cancelled attempt ends discarded, unless its performer completed (or settled) the job
+    // before the interrupt reached it: the work is done then, and stays done. No failure hook
+    // runs: the job did not fail, an operator ended it.
+    let outcome = match outcome {
+        Outcome::Completed { .. } | Outcome::Settled => outcome,
+        _ if entry.cancel_requested => Outcome::Discarded {
+            reason: CANCELLED_WHILE_RUNNING.to_owned(),
+        },
+        _ => outcome,
+    };
     let base = Finish {
         lease,
         state: JobState::Completed,
@@ -272,6 +320,8 @@ struct Shared {
     in_flight: Mutex<Attempts>,
     /// Wakes the producer: new work announced, a slot freed, a job due.
     wake: Arc<Notify>,
+    /// Wakes lease renewal to ask whether a running job's cancel was requested.
+    cancels: Arc<Notify>,
     /// Signalled whenever jobs leave the in-flight set.
     progressed: Notify,
     /// Cancelled when the worker must stop claiming.
@@ -440,6 +490,13 @@ impl Shared {
     }
 }
 
+/// How a worker is told of news from its own process (other processes' reach it through the
+/// store's `listen`): work to claim, and cancel requests of running jobs.
+pub struct Wakes {
+    pub work: Arc<Notify>,
+    pub cancels: Arc<Notify>,
+}
+
 /// A running worker. Dropping it without `stop` leaves its tasks running until the runtime ends.
 pub struct Worker {
     shared: Arc<Shared>,
@@ -459,7 +516,7 @@ impl Worker {
         actions: Vec<String>,
         config: WorkerConfig,
         dispatcher: Arc<dyn Dispatch>,
-        wake: Arc<Notify>,
+        wakes: Wakes,
         periodic: Vec<PeriodicJob>,
     ) -> Worker {
         let (finish_tx, finish_rx) = mpsc::unbounded_channel();
@@ -470,7 +527,8 @@ impl Worker {
             queues,
             actions,
             in_flight: Mutex::new(Attempts::default()),
-            wake,
+            wake: wakes.work,
+            cancels: wakes.cancels,
             progressed: Notify::new(),
             stop_claiming: CancellationToken::new(),
             shutdown: CancellationToken::new(),
@@ -483,7 +541,7 @@ impl Worker {
         // The completer and lease renewal live as long as the worker holds attempts, which may
         // be past stop(); they end by themselves (see `Worker::stop`).
         tokio::spawn(completer::run(shared.clone(), finish_rx));
-        tokio::spawn(leases::keep_alive(shared.clone()));
+        tokio::spawn(leases::keep_alive(shared.clone(), dispatcher.clone()));
         let mut background = vec![tokio::spawn(maintenance::rescue_loop(
             shared.store.clone(),
             shared.scope.clone(),
@@ -493,13 +551,14 @@ impl Worker {
         ))];
         if !shared.config.drain {
             let store = shared.store.clone();
-            let (scope, wake, stop) = (
+            let (scope, wake, cancels, stop) = (
                 shared.scope.clone(),
                 shared.wake.clone(),
+                shared.cancels.clone(),
                 shared.shutdown.clone(),
             );
             background.push(tokio::spawn(async move {
-                store.listen(&scope, wake, stop).await
+                store.listen(&scope, wake, cancels, stop).await
             }));
             background.push(tokio::spawn(maintenance::periodic::schedule_loop(
                 shared.store.clone(),
@@ -696,6 +755,7 @@ mod tests {
             max_backoff: 100.0,
             reported: false,
             started: true,
+            cancel_requested: false,
         }
     }
 
@@ -808,6 +868,33 @@ mod tests {
         // store hands the job's blocking queue on.
         let finish = finish_for(LEASE, &entry(1, 3), Outcome::Settled);
         assert_eq!((finish.state, finish.result), (JobState::Completed, None));
+    }
+
+    #[test]
+    fn a_cancelled_attempt_ends_discarded_unless_it_completed() {
+        let cancelled = InFlight {
+            cancel_requested: true,
+            ..entry(1, 3)
+        };
+        for outcome in [
+            Outcome::Failed {
+                error: "interrupted".into(),
+                backoff: None,
+            },
+            Outcome::Released,
+            Outcome::Snoozed {
+                seconds: 5.0,
+                count_attempt: false,
+            },
+        ] {
+            let finish = finish_for(LEASE, &cancelled, outcome);
+            assert_eq!(
+                (finish.state, finish.error.as_deref(), finish.delay),
+                (JobState::Discarded, Some(CANCELLED_WHILE_RUNNING), None)
+            );
+        }
+        let completed = finish_for(LEASE, &cancelled, Outcome::Completed { result: None });
+        assert_eq!(completed.state, JobState::Completed);
     }
 
     #[test]

@@ -19,14 +19,17 @@ use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 
 use crate::job::{Job, JobState, NewJob, Params, Schedule};
+use crate::queues::QueuePattern;
 use crate::store::{
     contains_pattern, migrate, Backend, BulkChange, CallerStatement, ClaimRequest, DueTimes,
-    Finish, HeldQueue, JobFilter, Lease, PeriodicTicks, QueueCount, Store,
+    Finish, HeldQueue, JobFilter, Lease, PausedQueue, PeriodicTicks, QueueCount, Store,
     HEADS_PLACED_PER_STATEMENT,
 };
 
 /// The channel every insert announces on; the payload is the scope. Fixed text, never a name.
-const CHANNEL_LISTEN: &str = "LISTEN ferroq_jobs";
+/// Cancel requests of running jobs are announced on `ferroq_cancels`, also with the scope.
+const CHANNEL_LISTEN: &str = "LISTEN ferroq_jobs; LISTEN ferroq_cancels";
+const CANCELS_CHANNEL: &str = "ferroq_cancels";
 /// The LISTEN connection is probed after this long without a notification, and replaced when
 /// the probe is not answered in time: a lost LISTEN connection is noticed within about five
 /// seconds, and the look made after reconnecting finds what was announced meanwhile.
@@ -38,7 +41,8 @@ const LISTEN_PROBE_ANSWER_WITHIN: Duration = Duration::from_secs(3);
 pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text AS params, \
     j.priority, j.sequence, j.state, j.attempts, j.max_attempts, j.timeout, j.max_backoff, \
     j.scheduled_at, j.attempted_at, j.attempted_by, j.next_attempt_at, j.done_at, \
-    j.inserted_at, j.error, j.result::text AS result, j.lease_token, j.params_bytes";
+    j.inserted_at, j.error, j.result::text AS result, j.lease_token, j.params_bytes, \
+    j.cancel_requested_at";
 
 /// For listings: the job a waiting job of a blocking queue waits behind, the first unfinished
 /// job of its queue (NULL for that job itself, and for every other kind of job). Read after
@@ -70,7 +74,8 @@ const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue',
 
 macro_rules! pg_sql {
     ($name:ident, $file:literal) => {
-        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS);
+        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS,
+            "{{cancelled_while_running}}" => &crate::store::cancelled_while_running_literal());
     };
 }
 
@@ -112,6 +117,12 @@ sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER);
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER);
 pg_sql!(RETRY_JOB, "retry_job.sql");
 pg_sql!(CANCEL_JOB, "cancel_job.sql");
+pg_sql!(REQUEST_CANCEL, "request_cancel.sql");
+pg_sql!(NOTIFY_CANCEL, "notify_cancel.sql");
+pg_sql!(CANCEL_REQUESTED, "cancel_requested.sql");
+pg_sql!(PAUSE_QUEUE, "pause_queue.sql");
+pg_sql!(RESUME_QUEUE, "resume_queue.sql");
+pg_sql!(PAUSED_QUEUES, "paused_queues.sql");
 pg_sql!(NOTIFY, "notify.sql");
 pg_sql!(MIGRATE_LOCK, "migrate_lock.sql");
 pg_sql!(
@@ -282,6 +293,7 @@ impl PgStore {
         &self,
         scope: &str,
         wake: &Notify,
+        cancels: &Notify,
         stop: &CancellationToken,
     ) -> Result<()> {
         // `connect_timeout` of the config bounds the TCP connect only; a server that accepts
@@ -295,13 +307,15 @@ impl PgStore {
                         self.connect_timeout
                     ))
                 })??;
-        let (payloads, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // (whether on the cancels channel, payload)
+        let (payloads, mut received) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
         let driver = tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             while let Some(message) = messages.next().await {
                 match message {
                     Ok(AsyncMessage::Notification(n)) => {
-                        if payloads.send(n.payload().to_owned()).is_err() {
+                        let cancel = n.channel() == CANCELS_CHANNEL;
+                        if payloads.send((cancel, n.payload().to_owned())).is_err() {
                             return;
                         }
                     }
@@ -314,11 +328,13 @@ impl PgStore {
             client.batch_execute(CHANNEL_LISTEN).await?;
             // Anything announced while we were not listening is found by one look now.
             wake.notify_one();
+            cancels.notify_one();
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
                     payload = received.recv() => match payload {
-                        Some(p) if p == scope => wake.notify_one(),
+                        Some((false, p)) if p == scope => wake.notify_one(),
+                        Some((true, p)) if p == scope => cancels.notify_one(),
                         Some(_) => {}
                         None => return Err(Error::Database("LISTEN connection closed".into())),
                     },
@@ -339,7 +355,7 @@ impl PgStore {
 }
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
-const BLOCKED_BY_COLUMN: usize = 22;
+const BLOCKED_BY_COLUMN: usize = 23;
 
 fn job_from_row(row: &Row) -> Result<Job> {
     Ok(Job {
@@ -364,6 +380,7 @@ fn job_from_row(row: &Row) -> Result<Job> {
         error: row.try_get(18)?,
         result: row.try_get(19)?,
         lease_token: row.try_get(20)?,
+        cancel_requested_at: row.try_get(22)?,
         blocked_by: if row.len() > BLOCKED_BY_COLUMN {
             row.try_get(BLOCKED_BY_COLUMN)?
         } else {
@@ -805,10 +822,71 @@ impl Store for PgStore {
         let cancel = client.prepare_cached(&CANCEL_JOB).await?;
         let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
         let transaction = client.transaction().await?;
-        let cancelled = transaction.query(&cancel, &[&scope, &id]).await?;
-        transaction.execute(&promote, &[&vec![id]]).await?;
+        let mut changed = transaction.query(&cancel, &[&scope, &id]).await?;
+        if changed.is_empty() {
+            // Running, perhaps: its worker is asked, and told at COMMIT.
+            let request = transaction.prepare_cached(&REQUEST_CANCEL).await?;
+            changed = transaction.query(&request, &[&scope, &id]).await?;
+            if !changed.is_empty() {
+                let announce = transaction.prepare_cached(&NOTIFY_CANCEL).await?;
+                transaction.query(&announce, &[&scope]).await?;
+            }
+        } else {
+            transaction.execute(&promote, &[&vec![id]]).await?;
+        }
         transaction.commit().await?;
-        cancelled.iter().map(job_from_row).next().transpose()
+        changed.iter().map(job_from_row).next().transpose()
+    }
+
+    async fn cancel_requested(&self, leases: &[Lease]) -> Result<Vec<i64>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = leases.iter().map(|l| l.id).collect();
+        let tokens: Vec<i64> = leases.iter().map(|l| l.token).collect();
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&CANCEL_REQUESTED).await?;
+        let rows = client.query(&statement, &[&ids, &tokens]).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn pause_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        let (queue, prefix) = pattern.parts();
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&PAUSE_QUEUE).await?;
+        client
+            .execute(&statement, &[&scope, &queue, &prefix])
+            .await?;
+        Ok(())
+    }
+
+    async fn resume_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        let (queue, prefix) = pattern.parts();
+        let mut client = self.client().await?;
+        let resume = client.prepare_cached(&RESUME_QUEUE).await?;
+        let notify = client.prepare_cached(&NOTIFY).await?;
+        // The announcement goes out at the commit that makes the queue claimable.
+        let transaction = client.transaction().await?;
+        transaction
+            .execute(&resume, &[&scope, &queue, &prefix])
+            .await?;
+        transaction.query(&notify, &[&scope]).await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn paused_queues(&self, scope: &str) -> Result<Vec<PausedQueue>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&PAUSED_QUEUES).await?;
+        let rows = client.query(&statement, &[&scope]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PausedQueue {
+                    pattern: QueuePattern::from_parts(row.try_get(0)?, row.try_get(1)?),
+                    paused_at: row.try_get(2)?,
+                })
+            })
+            .collect()
     }
 
     async fn notify(&self, scope: &str) -> Result<()> {
@@ -818,10 +896,16 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn listen(&self, scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
+    async fn listen(
+        &self,
+        scope: &str,
+        wake: Arc<Notify>,
+        cancels: Arc<Notify>,
+        stop: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.listen_once(scope, &wake, &stop).await {
+            match self.listen_once(scope, &wake, &cancels, &stop).await {
                 Ok(()) => return,
                 Err(err) => {
                     log::warn!(
@@ -829,6 +913,7 @@ impl Store for PgStore {
                     );
                     // Polling covers the gap; look once now in case a wake-up was missed.
                     wake.notify_one();
+                    cancels.notify_one();
                     tokio::select! {
                         _ = stop.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}

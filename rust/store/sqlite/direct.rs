@@ -384,6 +384,7 @@ unsafe fn job_from_stmt(stmt: *mut ffi::sqlite3_stmt) -> Step<Job> {
         error: text(stmt, 18),
         result: text(stmt, 19),
         lease_token: integer(stmt, 20),
+        cancel_requested_at: None,
         blocked_by: None,
     })
 }

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobState, NewJob, Params};
+use crate::queues::QueuePattern;
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, BulkChange, CallerStatement,
-    ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease, OrderBy, PeriodicTicks,
-    QueueCount, Store, HEADS_PLACED_PER_STATEMENT,
+    ClaimRequest, DueTimes, Finish, HeldQueue, JobFilter, Lease, OrderBy, PausedQueue,
+    PeriodicTicks, QueueCount, Store, HEADS_PLACED_PER_STATEMENT,
 };
 pub use file::{parse_url, path_from_url, Synchronous};
 use retry::{db_error, WRITE_RETRY_LIMIT};
@@ -44,14 +45,16 @@ const NOW: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) * 100
 /// disk, and some versions hand them back typed INTEGER from RETURNING.
 pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS sequence, state, \
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
-    next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes";
+    next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes, \
+    cancel_requested_at";
 
 /// JOB_COLUMNS for the rows an insert returns, with placeholders for the params: the caller
 /// has them already, and RETURNING them would hold a large payload in SQLite's RETURNING
 /// buffer, its row and the decoded String at once (three copies for one job).
 const INSERTED_COLUMNS: &str = "id, scope, queue, action, 'null' AS params, priority, id AS sequence, state, \
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
-    next_attempt_at, done_at, inserted_at, error, result, lease_token, NULL AS params_bytes";
+    next_attempt_at, done_at, inserted_at, error, result, lease_token, NULL AS params_bytes, \
+    NULL AS cancel_requested_at";
 
 /// For listings: the job a waiting job of a blocking queue waits behind (see the PostgreSQL
 /// twin). Read after JOB_COLUMNS.
@@ -67,7 +70,7 @@ const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
 const JOB_FILTER: &str = include_str!("sql/job_filter.sql");
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
-const BLOCKED_BY_COLUMN: usize = 22;
+const BLOCKED_BY_COLUMN: usize = 23;
 
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'action', action, \
@@ -81,7 +84,8 @@ const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'a
 
 macro_rules! sqlite_sql {
     ($name:ident, $file:literal) => {
-        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS, "{{now}}" => NOW);
+        sql!($name = $file, "{{job_columns}}" => JOB_COLUMNS, "{{now}}" => NOW,
+            "{{cancelled_while_running}}" => &crate::store::cancelled_while_running_literal());
     };
 }
 
@@ -112,6 +116,11 @@ sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => N
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sqlite_sql!(RETRY_JOB, "retry_job.sql");
 sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
+sqlite_sql!(REQUEST_CANCEL, "request_cancel.sql");
+sqlite_sql!(CANCEL_REQUESTED, "cancel_requested.sql");
+sqlite_sql!(PAUSE_QUEUE, "pause_queue.sql");
+sqlite_sql!(RESUME_QUEUE, "resume_queue.sql");
+sqlite_sql!(PAUSED_QUEUES, "paused_queues.sql");
 sqlite_sql!(CALLER_COMPLETE, "caller_complete.sql");
 sql!(CALLER_INSERT = "insert_jobs.sql", "{{job_columns}}" => JOB_JSON, "{{now}}" => NOW);
 sqlite_sql!(
@@ -183,6 +192,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         error: row.try_get(18).map_err(db_error)?,
         result: row.try_get(19).map_err(db_error)?,
         lease_token: row.try_get(20).map_err(db_error)?,
+        cancel_requested_at: opt_time(22)?,
         blocked_by: if row.len() > BLOCKED_BY_COLUMN {
             row.try_get(BLOCKED_BY_COLUMN).map_err(db_error)?
         } else {
@@ -778,7 +788,83 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_job(&self, scope: &str, id: i64) -> Result<Option<Job>> {
-        self.update_job(CANCEL_JOB.as_str(), scope, id).await
+        let row = write_tx!(self, |conn| {
+            let mut row = sqlx::query(CANCEL_JOB.as_str())
+                .bind(scope)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if row.is_some() {
+                // A cancelled head hands its queue on.
+                sqlx::query(PROMOTE_HEADS.as_str())
+                    .bind(format!("[{id}]"))
+                    .execute(&mut *conn)
+                    .await?;
+            } else {
+                // Running, perhaps: its worker is asked. Workers of other processes see the
+                // commit (watch.rs); the Client tells this process's own.
+                row = sqlx::query(REQUEST_CANCEL.as_str())
+                    .bind(scope)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            }
+            row
+        })?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn cancel_requested(&self, leases: &[Lease]) -> Result<Vec<i64>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<(i64, i64)> = leases.iter().map(|l| (l.id, l.token)).collect();
+        let pairs = serde_json::to_string(&pairs).expect("pairs of integers are JSON");
+        retry_busy!(sqlx::query_scalar(CANCEL_REQUESTED.as_str())
+            .bind(pairs.clone())
+            .fetch_all(&self.readers))
+    }
+
+    async fn pause_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        let (queue, prefix) = pattern.parts();
+        write_tx!(self, |conn| {
+            sqlx::query(PAUSE_QUEUE.as_str())
+                .bind(scope)
+                .bind(queue)
+                .bind(prefix)
+                .execute(&mut *conn)
+                .await?;
+        })
+    }
+
+    async fn resume_queue(&self, scope: &str, pattern: &QueuePattern) -> Result<()> {
+        let (queue, prefix) = pattern.parts();
+        // The commit wakes other processes' workers (watch.rs): a write even when nothing was
+        // paused, as `notify` does.
+        write_tx!(self, |conn| {
+            sqlx::query(RESUME_QUEUE.as_str())
+                .bind(scope)
+                .bind(queue)
+                .bind(prefix)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(NOTIFY.as_str()).execute(&mut *conn).await?;
+        })
+    }
+
+    async fn paused_queues(&self, scope: &str) -> Result<Vec<PausedQueue>> {
+        let rows: Vec<(String, bool, i64)> = retry_busy!(sqlx::query_as(PAUSED_QUEUES.as_str())
+            .bind(scope)
+            .fetch_all(&self.readers))?;
+        rows.into_iter()
+            .map(|(queue, prefix, paused_at)| {
+                Ok(PausedQueue {
+                    pattern: QueuePattern::from_parts(queue, prefix),
+                    paused_at: micros(Some(paused_at))
+                        .ok_or_else(|| Error::Database("time out of range".into()))?,
+                })
+            })
+            .collect()
     }
 
     async fn notify(&self, _scope: &str) -> Result<()> {
@@ -788,13 +874,20 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn listen(&self, _scope: &str, wake: Arc<Notify>, stop: CancellationToken) {
+    async fn listen(
+        &self,
+        _scope: &str,
+        wake: Arc<Notify>,
+        cancels: Arc<Notify>,
+        stop: CancellationToken,
+    ) {
         watch::watch_commits(
             &self.writer,
             &self.path,
             &self.own_commits,
             self.wakeup_interval,
             wake,
+            cancels,
             stop,
         )
         .await;

@@ -41,6 +41,7 @@ pub(super) async fn watch_commits(
     own_commits: &AtomicU64,
     every: Duration,
     wake: Arc<Notify>,
+    cancels: Arc<Notify>,
     stop: CancellationToken,
 ) {
     // Commits made before the first baseline are not changes to it: look once now, so a job
@@ -80,8 +81,10 @@ pub(super) async fn watch_commits(
             Ok(version) => {
                 if last != Some(version) {
                     // Also when the writer connection was replaced (a new baseline): one
-                    // look too many, never one too few.
+                    // look too many, never one too few. Any commit may also have requested
+                    // the cancel of a running job: the worker asks only if it runs any.
                     wake.notify_one();
+                    cancels.notify_one();
                     recheck = None;
                 } else if written {
                     // A commit writes its frames to the WAL first, then (after the sync, with

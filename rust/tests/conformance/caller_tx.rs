@@ -39,6 +39,7 @@ fn comparable(job: &Job) -> Job {
         params: same_spelling(&job.params),
         result: job.result.as_deref().map(|r| json(r).to_string()),
         // Computed by listings only.
+        cancel_requested_at: None,
         blocked_by: None,
         ..job.clone()
     }
@@ -212,7 +213,8 @@ pub async fn a_caller_insert_is_announced_only_when_the_caller_commits(backend: 
     let listener = {
         let (store, wake, stop) = (db.store.clone(), wake.clone(), stop.clone());
         let scope = db.private_scope.clone();
-        tokio::spawn(async move { store.listen(&scope, wake, stop).await })
+        let cancels = Arc::new(Notify::new());
+        tokio::spawn(async move { store.listen(&scope, wake, cancels, stop).await })
     };
     assert!(
         woken(&wake, Duration::from_secs(5)).await,

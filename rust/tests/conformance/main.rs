@@ -7,6 +7,7 @@ mod support;
 
 mod caller_tx;
 mod claim_finish;
+mod control;
 mod insert;
 mod leases;
 mod listing;
@@ -70,7 +71,7 @@ support::conformance! {
         transitions::retry_runs_a_waiting_or_discarded_job_now,
         transitions::retry_refuses_running_completed_unknown_and_foreign_jobs,
         transitions::cancel_discards_a_job_that_has_not_started,
-        transitions::cancel_refuses_running_finished_unknown_and_foreign_jobs,
+        transitions::cancel_refuses_finished_unknown_and_foreign_jobs,
         transitions::cancelling_a_retrying_head_unblocks_its_queue,
         transitions::delete_completed_deletes_only_completed_jobs_older_than_the_retention,
         // caller_insert, caller_complete
@@ -82,6 +83,15 @@ support::conformance! {
         caller_tx::caller_complete_completes_a_running_job_while_its_lease_holds,
         caller_tx::caller_complete_with_a_stale_lease_changes_nothing,
         caller_tx::caller_complete_rolls_back_with_the_callers_transaction,
+        // pause_queue, resume_queue, paused_queues; cancel_job of a running job
+        control::a_paused_queue_starts_nothing_until_resumed,
+        control::a_prefix_pause_holds_every_matching_queue_and_no_other,
+        control::running_jobs_of_a_paused_queue_keep_their_leases_and_finish,
+        control::cancel_of_a_running_job_records_the_request_once,
+        control::an_outcome_that_would_run_a_cancelled_job_again_ends_it_discarded,
+        control::rescue_ends_a_cancel_requested_job_and_its_blocking_queue_moves_on,
+        control::retry_clears_a_cancel_request,
+        wakeups::a_cancel_request_wakes_a_listener_on_another_connection,
         // next_run_in, notify, listen
         wakeups::next_run_in_is_none_when_no_job_waits,
         wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,

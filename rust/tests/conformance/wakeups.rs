@@ -5,16 +5,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use _core::job::{JobState, NewJob, Schedule};
-use _core::store::{Finish, Store};
+use _core::queues::QueueRouting;
+use _core::store::{ClaimRequest, Finish, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{eventually, finish, job, lease, running, woken, Backend, TestDb};
+use crate::support::{claim, eventually, finish, job, lease, running, woken, Backend, TestDb};
 
 /// A listener of `scope` on `store`, already listening (its first look consumed).
 struct Listener {
     wake: Arc<Notify>,
+    cancels: Arc<Notify>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -22,17 +24,26 @@ struct Listener {
 impl Listener {
     async fn start(store: &Arc<dyn Store>, scope: &str) -> Listener {
         let wake = Arc::new(Notify::new());
+        let cancels = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let task = {
-            let (store, wake, stop) = (store.clone(), wake.clone(), stop.clone());
+            let (store, wake, cancels, stop) =
+                (store.clone(), wake.clone(), cancels.clone(), stop.clone());
             let scope = scope.to_owned();
-            tokio::spawn(async move { store.listen(&scope, wake, stop).await })
+            tokio::spawn(async move { store.listen(&scope, wake, cancels, stop).await })
         };
         assert!(
             woken(&wake, Duration::from_secs(5)).await,
             "a new listener looks once, to cover what came before it"
         );
-        Listener { wake, stop, task }
+        // Its first look covers cancel requests too (consumed, if it made one).
+        woken(&cancels, Duration::from_millis(100)).await;
+        Listener {
+            wake,
+            cancels,
+            stop,
+            task,
+        }
     }
 
     async fn stop(self) {
@@ -182,7 +193,7 @@ pub async fn a_notify_for_another_scope_does_not_wake_a_listener(backend: Backen
 pub async fn listen_reconnects_after_losing_its_connection(backend: Backend) {
     let db = TestDb::new(backend).await;
     let listener = Listener::start(&db.store, &db.private_scope).await;
-    const LISTEN: &str = "LISTEN ferroq_jobs";
+    const LISTEN: &str = "LISTEN ferroq_jobs; LISTEN ferroq_cancels";
     let first = eventually(Duration::from_secs(2), || async {
         let pids = db.idle_sessions(LISTEN).await;
         (pids.len() == 1).then(|| pids[0])
@@ -237,5 +248,35 @@ pub async fn next_run_in_says_how_long_ago_the_latest_waiting_job_became_due(bac
         (0.2..2.0).contains(&ago),
         "it became due about 0.3 s ago, got {ago}"
     );
+    db.drop().await;
+}
+
+pub async fn a_cancel_request_wakes_a_listener_on_another_connection(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let other = db.open_store();
+    let inserted = other
+        .insert_jobs(&db.private_scope, &[job("a", true)])
+        .await
+        .unwrap();
+    let routing = QueueRouting::default();
+    let claimed = other
+        .claim(&ClaimRequest {
+            scope: &db.private_scope,
+            ..claim(1, &routing)
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let listener = Listener::start(&db.store, &db.private_scope).await;
+    other
+        .cancel_job(&db.private_scope, inserted[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        woken(&listener.cancels, Duration::from_secs(5)).await,
+        "the request reaches the other connection's listener"
+    );
+    listener.stop().await;
     db.drop().await;
 }

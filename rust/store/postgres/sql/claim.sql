@@ -12,7 +12,13 @@
 -- turn, when its queue last got service (a blocking head: when it became the head or came
 -- due; a concurrent queue: its last claim). The lowest load goes first, then the oldest turn:
 -- ready queues take turns, and neither a queue's name nor its backlog can push another back.
-WITH caps AS MATERIALIZED (
+--
+-- Paused queues (ferroq_paused_queues: names, and prefixes that pause every queue starting
+-- with them) start nothing: their concurrent queues get no caps row, their heads are skipped.
+-- The scope's entries are read once; with none, the checks below cost nothing measurable.
+WITH paused AS MATERIALIZED (
+    SELECT p.queue, p.prefix FROM ferroq_paused_queues AS p WHERE p.scope = $1
+), caps AS MATERIALIZED (
     -- Each concurrent queue within its limit of running jobs across all workers (the count
     -- cannot be raced past: claimers of a queue are serialized by its lock). Materialized:
     -- inlined, the count would run again for every row the queue hands out.
@@ -23,6 +29,9 @@ WITH caps AS MATERIALIZED (
            (SELECT t.served_at FROM ferroq_queue_turns AS t
             WHERE t.scope = $1 AND t.queue = q.queue) AS served_at
     FROM unnest($2::text[], $3::int8[]) AS q(queue, cap)
+    WHERE NOT EXISTS (SELECT 1 FROM paused
+                      WHERE paused.queue = q.queue
+                         OR (paused.prefix AND starts_with(q.queue, paused.queue)))
 ), concurrent_locked AS (
     -- Per queue, in priority then FIFO order, no more rows than the batch or the limit allows.
     SELECT caps.queue, caps.running, caps.served_at,
@@ -56,6 +65,10 @@ WITH caps AS MATERIALIZED (
       AND ($7::text[] IS NULL OR h.action = ANY($7))
       AND (($8::text[] IS NULL AND $9::text[] IS NULL) OR h.queue = ANY($8)
            OR EXISTS (SELECT 1 FROM unnest($9::text[]) AS p(prefix) WHERE starts_with(h.queue, p.prefix)))
+      -- A paused queue's head is skipped, and holds its queue until resumed.
+      AND NOT EXISTS (SELECT 1 FROM paused
+                      WHERE paused.queue = h.queue
+                         OR (paused.prefix AND starts_with(h.queue, paused.queue)))
       -- The mark is a hint; the queue's order is the truth: the head must be the first
       -- unfinished job of its queue (so none of the queue runs before it). Written as the
       -- first entry of the FIFO index rather than NOT EXISTS: the planner cannot turn it into

@@ -5,9 +5,13 @@
 -- only its on_failure hook and writes it failed (see worker/mod.rs). That claim counts an
 -- attempt past max_attempts, given back when the failure is written; if that worker dies too,
 -- the count goes back here and the first lease-expired error is kept.
+-- A job whose cancel was requested while it ran ends discarded instead: it never runs again.
 UPDATE ferroq_jobs AS j
-SET state = 'available',
-    error = CASE WHEN j.attempts > j.max_attempts THEN j.error
+SET state = CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'discarded' ELSE 'available' END,
+    done_at = CASE WHEN j.cancel_requested_at IS NOT NULL THEN now() END,
+    error = CASE WHEN j.cancel_requested_at IS NOT NULL
+                 THEN {{cancelled_while_running}} || ' (its worker stopped renewing the lease)'
+                 WHEN j.attempts > j.max_attempts THEN j.error
                  ELSE 'lease expired: attempt ' || j.attempts || ' by '
                       || coalesce(j.attempted_by, 'unknown worker')
                       || ' stopped renewing its lease (worker killed or stalled)'

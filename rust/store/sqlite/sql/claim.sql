@@ -6,9 +6,16 @@
 -- any), ?7/?8 the blocking queues served: JSON arrays of exact names and of name prefixes
 -- (both NULL: every queue), ?9 the most blocking heads to claim (the worker's slots free now:
 -- heads are never claimed ahead).
+-- Paused queues (ferroq_paused_queues: names, and prefixes) start nothing, as on PostgreSQL.
 WITH caps AS (
     SELECT json_extract(q.value, '$[0]') AS queue, json_extract(q.value, '$[1]') AS cap
     FROM json_each(?2) AS q
+), served_caps AS (
+    SELECT caps.queue, caps.cap FROM caps
+    WHERE NOT EXISTS (SELECT 1 FROM ferroq_paused_queues AS p
+                      WHERE p.scope = ?1
+                        AND (p.queue = caps.queue
+                             OR (p.prefix AND substr(caps.queue, 1, length(p.queue)) = p.queue)))
 ), counted AS MATERIALIZED (
     -- Once per queue: inlined, the count would run again for every job the queue hands out.
     SELECT caps.queue, caps.cap,
@@ -17,7 +24,7 @@ WITH caps AS (
               AND r.state = 'running') AS running,
            coalesce((SELECT t.served_at FROM ferroq_queue_turns AS t
                      WHERE t.scope = ?1 AND t.queue = caps.queue), 0) AS turn
-    FROM caps
+    FROM served_caps AS caps
 ), concurrent_candidates AS (
     SELECT r.id, counted.cap,
            counted.running + row_number() OVER (PARTITION BY counted.queue
@@ -43,6 +50,11 @@ WITH caps AS (
            OR h.queue IN (SELECT value FROM json_each(?7))
            OR EXISTS (SELECT 1 FROM json_each(?8) AS p
                       WHERE substr(h.queue, 1, length(p.value)) = p.value))
+      -- A paused queue's head is skipped, and holds its queue until resumed.
+      AND NOT EXISTS (SELECT 1 FROM ferroq_paused_queues AS p
+                      WHERE p.scope = ?1
+                        AND (p.queue = h.queue
+                             OR (p.prefix AND substr(h.queue, 1, length(p.queue)) = p.queue)))
       -- The mark is a hint; the queue's order is the truth.
       AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS p
                       WHERE p.scope = ?1 AND p.blocking AND p.queue = h.queue

@@ -2,16 +2,24 @@
 -- attempt: [id, lease token, state, result (JSON text) or null, error or null, delay (s) or
 -- null, 1 to give the attempt back else 0]. Each applies only while its attempt still holds
 -- the job (same lease token, still running): a stale attempt can never finish a newer one's job.
+-- A job whose cancel was requested while it ran never runs again (see the PostgreSQL twin).
 UPDATE ferroq_jobs
-SET state = f.state,
+SET state = CASE WHEN ferroq_jobs.cancel_requested_at IS NOT NULL
+                      AND f.state IN ('retryable', 'scheduled', 'available')
+                 THEN 'discarded' ELSE f.state END,
     result = json(f.result),
-    error = coalesce(f.error, ferroq_jobs.error),
+    error = CASE WHEN ferroq_jobs.cancel_requested_at IS NOT NULL
+                      AND f.state IN ('retryable', 'scheduled', 'available')
+                 THEN {{cancelled_while_running}} ELSE coalesce(f.error, ferroq_jobs.error) END,
     attempts = ferroq_jobs.attempts - f.refund,
-    next_attempt_at = CASE WHEN f.delay IS NULL THEN NULL
+    next_attempt_at = CASE WHEN f.delay IS NULL OR ferroq_jobs.cancel_requested_at IS NOT NULL
+                           THEN NULL
                            ELSE f.now + CAST(f.delay * 1000000 AS INTEGER) END,
-    run_at = CASE WHEN f.delay IS NULL THEN ferroq_jobs.run_at
+    run_at = CASE WHEN f.delay IS NULL OR ferroq_jobs.cancel_requested_at IS NOT NULL
+                  THEN ferroq_jobs.run_at
                   ELSE f.now + CAST(f.delay * 1000000 AS INTEGER) END,
-    done_at = CASE WHEN f.state IN ('completed', 'failed', 'discarded') THEN f.now END,
+    done_at = CASE WHEN f.state IN ('completed', 'failed', 'discarded')
+                        OR ferroq_jobs.cancel_requested_at IS NOT NULL THEN f.now END,
     lease_token = NULL,
     lease_expires_at = NULL
 FROM (
