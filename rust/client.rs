@@ -358,6 +358,10 @@ impl Client {
             self.wake().notify_one();
             store.notify(&self.config.scope).await?;
         }
+        if changed > 0 && change == BulkChange::Cancel {
+            // Running jobs among them: the store told other processes' workers.
+            self.local(|local| local.cancels.notify_one());
+        }
         Ok(changed)
     }
 
@@ -380,7 +384,8 @@ impl Client {
         let (held, total) = store
             .blocked_heads(scope, performers.as_deref(), blocked_limit)
             .await?;
-        Ok(Stats::new(scope, counts, held, total))
+        let paused = store.paused_queues(scope).await?;
+        Ok(Stats::new(scope, counts, held, total, paused))
     }
 
     /// Pause a queue, or every queue a `prefix*` pattern matches (the rule of `only_queues`),

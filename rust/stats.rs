@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::job::{Job, JobState};
-use crate::store::{HeldQueue, QueueCount};
+use crate::store::{HeldQueue, PausedQueue, QueueCount};
 
 /// One queue's jobs.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,16 @@ pub struct QueueStats {
     pub counts: BTreeMap<&'static str, i64>,
     /// Seconds since the available job claimable longest ago became so; None when none is.
     pub oldest_available_age: Option<f64>,
+    /// Paused by its name or a pattern: nothing of it starts until resumed.
+    pub paused: bool,
+}
+
+/// A pause in force: a queue name, or a `prefix*` pattern.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pause {
+    pub queue: String,
+    /// RFC 3339, on the database clock.
+    pub paused_at: String,
 }
 
 /// A blocking queue whose head holds it, and why.
@@ -28,7 +38,7 @@ pub struct BlockedQueue {
     pub head_id: i64,
     pub action: String,
     pub state: &'static str,
-    /// One of: "retrying", "scheduled", "running", "no_performer".
+    /// One of: "paused", "retrying", "scheduled", "running", "no_performer".
     pub cause: &'static str,
     /// The reason in words, with the time it names.
     pub reason: String,
@@ -49,10 +59,18 @@ pub struct Stats {
     pub blocked: Vec<BlockedQueue>,
     /// How many blocking queues are held in all.
     pub blocked_total: i64,
+    /// The pauses in force, by name.
+    pub paused: Vec<Pause>,
 }
 
 impl Stats {
-    pub fn new(scope: &str, counts: Vec<QueueCount>, held: Vec<HeldQueue>, total: i64) -> Stats {
+    pub fn new(
+        scope: &str,
+        counts: Vec<QueueCount>,
+        held: Vec<HeldQueue>,
+        total: i64,
+        paused: Vec<PausedQueue>,
+    ) -> Stats {
         let mut queues: Vec<QueueStats> = Vec::new();
         for row in counts {
             if queues.last().map(|q| q.queue.as_str()) != Some(row.queue.as_str()) {
@@ -61,6 +79,7 @@ impl Stats {
                     blocking: row.blocking,
                     counts: JobState::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
                     oldest_available_age: None,
+                    paused: paused.iter().any(|p| p.pattern.matches(&row.queue)),
                 });
             }
             let queue = queues.last_mut().expect("pushed above");
@@ -74,6 +93,13 @@ impl Stats {
             queues,
             blocked: held.into_iter().map(BlockedQueue::from).collect(),
             blocked_total: total,
+            paused: paused
+                .into_iter()
+                .map(|p| Pause {
+                    queue: p.pattern.text(),
+                    paused_at: time(p.paused_at),
+                })
+                .collect(),
         }
     }
 
@@ -92,6 +118,7 @@ impl From<HeldQueue> for BlockedQueue {
         let head: Job = held.head;
         let (cause, until, since) = match head.state {
             JobState::Running => ("running", None, head.attempted_at),
+            _ if held.paused => ("paused", None, None),
             JobState::Retryable => ("retrying", Some(head.waits_until()), None),
             JobState::Scheduled => ("scheduled", Some(head.waits_until()), None),
             // blocked_heads.sql returns an available head only when no performer is known
@@ -110,6 +137,10 @@ impl From<HeldQueue> for BlockedQueue {
                 head.id,
                 head.attempts + 1,
                 until.map(time).unwrap_or_default()
+            ),
+            "paused" => format!(
+                "it is paused (resume_queue or `ferroq resume`); its head is job {}",
+                head.id
             ),
             "scheduled" => format!(
                 "its head, job {}, is scheduled (snoozed) until {}",

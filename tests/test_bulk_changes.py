@@ -3,7 +3,10 @@ statement (how the dead letter is redriven or purged), and the ``older_than`` fi
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from helpers import wait_for_job, wait_until
 
 import ferroq
 
@@ -149,3 +152,26 @@ def test_bulk_changes_check_their_filters(app_factory):
         app.list_jobs(older_than="a week")
     assert app.paginate_jobs(older_than=3600).total == 0
     assert app.paginate_jobs(older_than=0).total == 1
+
+
+def test_cancel_jobs_also_cancels_running_jobs_through_their_workers(app_factory):
+    worker = app_factory(poll_interval=60, wakeup_interval=0.05, concurrency=4, queues={"work": 4})
+    started = []
+
+    @worker.performer("hang")
+    async def hang(job):
+        started.append(job.id)
+        await asyncio.sleep(60)
+
+    running = [worker.create_job("work", "hang", {"n": n}) for n in range(2)]
+    waiting = worker.create_job("later", "hang", delay=3600)
+    worker.start()
+    wait_until(lambda: len(started) == 2, timeout=10)
+
+    operator = app_factory()
+    assert operator.cancel_jobs(action="hang") == 3
+    assert operator.get_job(waiting.id).state == "discarded"
+    for job in running:
+        done = wait_for_job(operator, job.id, "discarded", timeout=10)
+        assert done.error == "cancelled while running"
+    assert operator.cancel_jobs(action="hang") == 0

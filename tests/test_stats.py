@@ -124,6 +124,38 @@ def test_stats_names_every_held_blocking_queue_and_why(app_factory):
         release.set()
 
 
+def test_stats_names_paused_queues_and_ferroq_pause_and_resume_change_them(app_factory, database_url):
+    app = app_factory(poll_interval=60)
+
+    @app.performer("ok")
+    def ok(job):
+        pass
+
+    head = app.create_job("mail.a", "ok")
+    app.create_job("mail.a", "ok")
+    app.create_job("mail.b", "ok")
+    app.create_job("other", "ok")
+
+    paused = ferroq_cli("pause", "mail*", database_url=database_url)
+    assert paused.returncode == 0 and paused.stdout.strip() == "paused mail*", paused.stdout + paused.stderr
+    assert app.drain() == 1  # only "other" runs
+
+    stats = app.stats()
+    assert {q["queue"]: q["paused"] for q in stats["queues"]} == {"mail.a": True, "mail.b": True, "other": False}
+    assert [p["queue"] for p in stats["paused"]] == ["mail*"]
+    blocked = _blocked_by_queue(stats)
+    assert sorted(blocked) == ["mail.a", "mail.b"]
+    assert blocked["mail.a"]["cause"] == "paused" and blocked["mail.a"]["head_id"] == head.id
+    assert "paused" in blocked["mail.a"]["reason"] and blocked["mail.a"]["behind"] == 1
+    table = ferroq_cli("stats", database_url=database_url)
+    assert "PAUSED: mail*" in table.stdout and "(paused)" in table.stdout, table.stdout
+
+    resumed = ferroq_cli("resume", "mail*", database_url=database_url)
+    assert resumed.returncode == 0 and resumed.stdout.strip() == "resumed mail*", resumed.stdout + resumed.stderr
+    assert app.drain() == 3
+    assert app.stats()["blocked"] == [] and app.stats()["paused"] == []
+
+
 def test_ferroq_stats_prints_a_table_json_and_an_exit_code_for_scripts(app_factory, database_url):
     app = app_factory(poll_interval=60)
 

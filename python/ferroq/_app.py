@@ -888,8 +888,10 @@ class App:
         search: str | None = None,
         older_than: Seconds | None = None,
     ) -> int:
-        """Discard every matching job that waits (scheduled, available or retryable), as
-        :meth:`cancel_job`; blocking queues move on. Returns how many jobs changed."""
+        """Cancel every matching job that has not finished, as :meth:`cancel_job`: waiting ones
+        (scheduled, available, retryable) are discarded at once and their blocking queues move
+        on; running ones are ended ``discarded`` by their workers, which interrupt them.
+        Returns how many jobs were cancelled or asked to be."""
         return self._bulk_change("cancel", queue, action, state, search, older_than)
 
     def delete_jobs(

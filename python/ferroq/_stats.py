@@ -13,6 +13,15 @@ class QueueStats(TypedDict):
     counts: dict[str, int]
     #: Seconds since the available job claimable longest ago became so; None when none is.
     oldest_available_age: float | None
+    #: Paused by its name or a pattern (see ``paused``).
+    paused: bool
+
+
+class Pause(TypedDict):
+    #: A queue name, or a ``prefix*`` pattern.
+    queue: str
+    #: RFC 3339, on the database clock.
+    paused_at: str
 
 
 class BlockedQueue(TypedDict):
@@ -20,7 +29,7 @@ class BlockedQueue(TypedDict):
     head_id: int
     action: str
     state: str
-    #: "retrying", "scheduled", "running" or "no_performer".
+    #: "paused", "retrying", "scheduled", "running" or "no_performer".
     cause: str
     reason: str
     #: RFC 3339: when the head may run again (retrying, scheduled).
@@ -38,3 +47,5 @@ class Stats(TypedDict):
     blocked: list[BlockedQueue]
     #: How many blocking queues are held in all.
     blocked_total: int
+    #: The pauses in force.
+    paused: list[Pause]

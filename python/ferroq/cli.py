@@ -103,7 +103,8 @@ def _stats(args: argparse.Namespace) -> int:
         for queue in stats["queues"]:
             counts = "  ".join(f"{queue['counts'][s]:>9}" for s in _STATE_COLUMNS)
             kind = "blocking" if queue["blocking"] else "concurrent"
-            print(f"{queue['queue']:<{width}}  {kind:<10}  {counts}  {_age(queue['oldest_available_age'])}")
+            paused = "  (paused)" if queue["paused"] else ""
+            print(f"{queue['queue']:<{width}}  {kind:<10}  {counts}  {_age(queue['oldest_available_age']):>16}{paused}")
         if not stats["queues"]:
             print("(no jobs)")
         blocked = stats["blocked"]
@@ -116,6 +117,8 @@ def _stats(args: argparse.Namespace) -> int:
                 print(f"{b['queue']:<{width}}  {b['behind']:>6}  {b['reason']}")
         else:
             print("\nno blocking queue is held")
+        if stats["paused"]:
+            print("\nPAUSED: " + ", ".join(f"{p['queue']} (since {p['paused_at']})" for p in stats["paused"]))
     return EXIT_BLOCKED if args.check and stats["blocked_total"] > 0 else 0
 
 
@@ -129,6 +132,22 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a duration like 90s, 15m, 12h or 7d, got {text!r}")
     number, unit = match.groups()
     return float(number) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+def _pause(args: argparse.Namespace) -> int:
+    app = _app_from_args(args)
+    for queue in args.queues:
+        app.pause_queue(queue)
+        print(f"paused {queue}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    app = _app_from_args(args)
+    for queue in args.queues:
+        app.resume_queue(queue)
+        print(f"resumed {queue}")
+    return 0
 
 
 _FILTER_ARGS = ("queue", "action", "state", "search", "older_than")
@@ -212,9 +231,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     stats.set_defaults(run=_stats)
 
+    pausing: tuple[tuple[str, Callable[[argparse.Namespace], int], str], ...] = (
+        ("pause", _pause, "pause queues (names or prefix* patterns) across all workers: nothing new starts"),
+        ("resume", _resume, "resume queues paused by the same names or patterns"),
+    )
+    for name, command, help_text in pausing:
+        sub = with_database(commands.add_parser(name, help=help_text))
+        sub.add_argument("queues", nargs="+", metavar="QUEUE")
+        sub.set_defaults(run=command)
+
     changes = (
         ("retry", _retry, "run jobs again now: by id, or every failed/discarded/waiting job the filters match"),
-        ("cancel", _cancel, "discard waiting jobs: by id, or every one the filters match"),
+        ("cancel", _cancel, "cancel jobs (running ones by their worker): by id, or every one the filters match"),
         ("delete", _delete, "delete finished jobs the filters match (e.g. --state failed --older-than 7d)"),
     )
     for name, run, help_text in changes:

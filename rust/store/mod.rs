@@ -235,6 +235,8 @@ pub struct HeldQueue {
     pub head: Job,
     /// Unfinished jobs of the queue behind the head.
     pub behind: i64,
+    /// The queue is paused (`pause_queue`, by its name or a pattern).
+    pub paused: bool,
 }
 
 /// A change applied to every job a [`JobFilter`] matches, in one statement (the dead letter
@@ -244,7 +246,8 @@ pub struct HeldQueue {
 pub enum BulkChange {
     /// Run again now, with at least one attempt left (as `retry_job`).
     Retry,
-    /// Discard jobs that wait (as `cancel_job`); a blocking queue moves on.
+    /// Discard jobs that wait, and ask the workers of running ones to cancel them (as
+    /// `cancel_job`); a blocking queue moves on.
     Cancel,
     /// Delete finished jobs.
     Delete,
@@ -278,7 +281,7 @@ impl BulkChange {
         use JobState::*;
         match self {
             BulkChange::Retry => &[Scheduled, Retryable, Failed, Discarded],
-            BulkChange::Cancel => &[Scheduled, Available, Retryable],
+            BulkChange::Cancel => &[Scheduled, Available, Retryable, Running],
             BulkChange::Delete => &[Completed, Failed, Discarded],
         }
     }

@@ -114,6 +114,7 @@ pg_sql!(QUEUE_COUNTS, "queue_counts.sql");
 pg_sql!(BLOCKED_HEADS, "blocked_heads.sql");
 sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER);
 sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER);
+sql!(BULK_REQUEST_CANCEL = "bulk_request_cancel.sql", "{{filter}}" => JOB_FILTER);
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER);
 pg_sql!(RETRY_JOB, "retry_job.sql");
 pg_sql!(CANCEL_JOB, "cancel_job.sql");
@@ -767,6 +768,7 @@ impl Store for PgStore {
                 Ok(HeldQueue {
                     head: job_from_row(row)?,
                     behind: row.try_get(BLOCKED_BY_COLUMN + 1)?,
+                    paused: row.try_get(BLOCKED_BY_COLUMN + 3)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -799,6 +801,7 @@ impl Store for PgStore {
             BulkChange::Cancel => {
                 let cancel = client.prepare_cached(&BULK_CANCEL).await?;
                 let promote = client.prepare_cached(&PROMOTE_HEADS).await?;
+                let request = client.prepare_cached(&BULK_REQUEST_CANCEL).await?;
                 let transaction = client.transaction().await?;
                 let ids: Vec<i64> = transaction
                     .query(&cancel, &bound.params())
@@ -807,8 +810,14 @@ impl Store for PgStore {
                     .map(|row| row.get(0))
                     .collect();
                 transaction.execute(&promote, &[&ids]).await?;
+                let requested = transaction.execute(&request, &bound.params()).await?;
+                if requested > 0 {
+                    // Their workers are told at COMMIT.
+                    let announce = transaction.prepare_cached(&NOTIFY_CANCEL).await?;
+                    transaction.query(&announce, &[&scope]).await?;
+                }
                 transaction.commit().await?;
-                Ok(ids.len() as u64)
+                Ok(ids.len() as u64 + requested)
             }
         }
     }

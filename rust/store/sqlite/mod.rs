@@ -113,6 +113,7 @@ sqlite_sql!(QUEUE_COUNTS, "queue_counts.sql");
 sql!(BLOCKED_HEADS = "blocked_heads.sql", "{{job_columns}}" => JOB_COLUMNS);
 sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
+sql!(BULK_REQUEST_CANCEL = "bulk_request_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sqlite_sql!(RETRY_JOB, "retry_job.sql");
 sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
@@ -736,6 +737,7 @@ impl Store for SqliteStore {
                 Ok(HeldQueue {
                     head: job_from_row(row)?,
                     behind: row.try_get(BLOCKED_BY_COLUMN + 1).map_err(db_error)?,
+                    paused: row.try_get(BLOCKED_BY_COLUMN + 3).map_err(db_error)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -777,7 +779,18 @@ impl Store for SqliteStore {
                         .bind(serde_json::to_string(&ids).expect("ids are JSON"))
                         .execute(&mut *conn)
                         .await?;
-                    ids.len() as u64
+                    // Running ones are asked of their workers: those of other processes see
+                    // the commit (watch.rs); the Client tells this process's own.
+                    let requested = bind_filter(
+                        sqlx::query(BULK_REQUEST_CANCEL.as_str()),
+                        scope,
+                        filter,
+                        states.clone(),
+                    )
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                    ids.len() as u64 + requested
                 }
             }
         })

@@ -1,6 +1,7 @@
--- cancel_job.sql for every job the filter matches ($4: the states a cancel applies to). The
--- ids go to promote_heads.sql, which hands on the blocking queues whose head was cancelled.
+-- cancel_job.sql for every waiting job the filter matches (running ones: bulk_request_cancel.sql).
+-- The ids go to promote_heads.sql, which hands on the blocking queues whose head was cancelled.
 UPDATE ferroq_jobs AS j
 SET state = 'discarded', error = 'cancelled', done_at = now(), next_attempt_at = NULL
 WHERE {{filter}}
+  AND j.state IN ('scheduled', 'available', 'retryable')
 RETURNING j.id
