@@ -14,6 +14,7 @@ mod periodic;
 mod schema;
 mod transitions;
 mod turns;
+mod unique;
 mod wakeups;
 
 support::conformance! {
@@ -82,6 +83,13 @@ support::conformance! {
         caller_tx::caller_complete_completes_a_running_job_while_its_lease_holds,
         caller_tx::caller_complete_with_a_stale_lease_changes_nothing,
         caller_tx::caller_complete_rolls_back_with_the_callers_transaction,
+        // unique jobs (insert_jobs, caller_insert)
+        unique::a_duplicate_key_returns_the_existing_job_and_inserts_nothing,
+        unique::a_batch_resolves_repeated_and_existing_keys_to_one_job_each,
+        unique::a_finished_job_frees_its_key_unless_its_states_keep_it,
+        unique::a_period_makes_the_key_unique_per_window,
+        unique::a_caller_insert_of_a_taken_key_returns_the_existing_job,
+        unique::concurrent_inserts_of_one_key_make_one_job,
         // next_run_in, notify, listen
         wakeups::next_run_in_is_none_when_no_job_waits,
         wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,
