@@ -15,7 +15,9 @@ use crate::job::{Job, JobDefaults, JobSpec, NewJob};
 use crate::periodic::{CronSchedule, PeriodicEntry, PeriodicJob, PeriodicStatus};
 use crate::queues::{QueueRouting, QueueSelector};
 use crate::stats::Stats;
-use crate::store::{self, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store};
+use crate::store::{
+    self, is_unique_key_conflict, Backend, BulkChange, CallerStatement, JobFilter, Lease, Store,
+};
 use crate::worker::{Dispatch, Worker};
 
 /// What one process holds of a client: nothing in it may cross a fork.
@@ -320,7 +322,16 @@ impl Client {
     /// Make a waiting, failed or discarded job run again now, with at least one attempt left.
     pub async fn retry_job(&self, id: i64) -> Result<Job> {
         let store = self.store().await?;
-        let changed = store.retry_job(&self.config.scope, id).await?;
+        let changed = match store.retry_job(&self.config.scope, id).await {
+            // The database refuses a second unfinished job with the key (migration 0007): a
+            // newer job took it while this one was finished.
+            Err(Error::Database(message)) if is_unique_key_conflict(&message) => {
+                return Err(Error::JobState(format!(
+                    "job {id} cannot be retried: another job with its unique key is in that key's unique states now"
+                )))
+            }
+            changed => changed?,
+        };
         self.transitioned(&store, id, "retry", changed).await
     }
 

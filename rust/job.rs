@@ -1073,4 +1073,104 @@ mod tests {
             assert_eq!(reason(job(done, 1, None)), None);
         }
     }
+
+    #[test]
+    fn unique_options_are_checked_before_anything_is_written() {
+        let spec = |key: Option<&str>, period: Option<f64>, states: Option<Vec<&str>>| JobSpec {
+            unique_key: key.map(String::from),
+            unique_period: period,
+            unique_states: states.map(|s| s.into_iter().map(String::from).collect()),
+            ..JobSpec::new("q", "a", "{}")
+        };
+        let ok = spec(Some("k"), Some(60.0), None)
+            .into_new_job(true, 10)
+            .unwrap();
+        let unique = ok.unique.unwrap();
+        assert_eq!(unique.key.period, Some(60));
+        assert_eq!(unique.states, 0b1111, "the unfinished states by default");
+        let kept = spec(
+            Some("k"),
+            None,
+            Some(vec![
+                "completed",
+                "scheduled",
+                "available",
+                "running",
+                "retryable",
+            ]),
+        )
+        .into_new_job(true, 10)
+        .unwrap();
+        assert_eq!(kept.unique.unwrap().states, 0b1_1111);
+        for bad in [
+            spec(Some(""), None, None),
+            spec(Some(&"k".repeat(MAX_UNIQUE_KEY_BYTES + 1)), None, None),
+            spec(Some("a\0b"), None, None),
+            spec(Some("k"), Some(0.0), None),
+            spec(Some("k"), Some(-1.0), None),
+            spec(Some("k"), Some(1.5), None),
+            spec(Some("k"), Some(f64::NAN), None),
+            spec(Some("k"), None, Some(vec![])),
+            spec(Some("k"), None, Some(vec!["completed"])),
+            spec(Some("k"), None, Some(vec!["lost"])),
+            spec(None, Some(60.0), None),
+            spec(None, None, Some(vec!["completed"])),
+        ] {
+            let err = bad.clone().into_new_job(true, 10).unwrap_err();
+            assert!(matches!(err, Error::InvalidOption(_)), "{bad:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn stored_unique_keys_read_back_as_key_and_period() {
+        let read = |stored: &str| UniqueKey::from_stored(stored).unwrap();
+        assert_eq!(
+            read("/a/b:c"),
+            UniqueKey {
+                key: "a/b:c".into(),
+                period: None
+            }
+        );
+        assert_eq!(
+            read("60:29000000/k"),
+            UniqueKey {
+                key: "k".into(),
+                period: Some(60)
+            }
+        );
+        assert!(UniqueKey::from_stored("no-slash").is_err());
+        assert!(UniqueKey::from_stored("x:1/k").is_err());
+    }
+
+    #[test]
+    fn a_unique_batch_sends_each_key_once_and_gets_a_row_per_job() {
+        let new = |key: Option<&str>| {
+            JobSpec {
+                unique_key: key.map(String::from),
+                ..JobSpec::new("q", "a", "{}")
+            }
+            .into_new_job(true, 10)
+            .unwrap()
+        };
+        let jobs = vec![new(Some("k")), new(None), new(Some("k")), new(None)];
+        assert_eq!(distinct_unique(&jobs).len(), 3);
+        let row = |id: i64, key: Option<&str>, duplicate: bool| Job {
+            unique: key.map(|k| UniqueKey {
+                key: k.into(),
+                period: None,
+            }),
+            duplicate,
+            ..jobs[0].inserted("s", id, id, JobState::Available, Utc::now(), Utc::now())
+        };
+        // Rows in any order: plain ones by sequence, unique ones by key.
+        let rows = vec![
+            row(9, None, false),
+            row(3, Some("k"), true),
+            row(8, None, false),
+        ];
+        let results = unique_results(&unique_keys(&jobs), rows.clone()).unwrap();
+        let got: Vec<(i64, bool)> = results.iter().map(|j| (j.id, j.duplicate)).collect();
+        assert_eq!(got, vec![(3, true), (8, false), (3, true), (9, false)]);
+        assert!(unique_results(&unique_keys(&jobs), rows[..2].to_vec()).is_err());
+    }
 }

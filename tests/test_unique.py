@@ -205,3 +205,24 @@ def test_processes_racing_to_create_one_key_make_exactly_one_job(app_factory, da
     assert len(inserted) == 1, creations
     assert ids == set(inserted), "every process got the one job's id"
     assert count_jobs(db) == 1
+
+
+def test_retrying_a_failed_job_whose_key_a_newer_job_holds_is_refused(app_factory):
+    app = app_factory()
+
+    @app.performer("a")
+    def fail(job: ferroq.Job) -> None:
+        raise RuntimeError("no")
+
+    failed = app.create_job("q", "a", unique_key="k", max_attempts=1)
+    app.drain()
+    assert app.get_job(failed.id).state == "failed"
+    newer = app.create_job("q", "a", unique_key="k")
+    assert newer.duplicate is False, "a failed job no longer holds its key (default states)"
+    with pytest.raises(
+        ferroq.JobStateError, match=f"job {failed.id} cannot be retried: another job with its unique key"
+    ):
+        app.retry_job(failed.id)
+    assert app.get_job(failed.id).state == "failed"
+    app.cancel_job(newer.id)
+    assert app.retry_job(failed.id).state == "available"
