@@ -82,6 +82,18 @@ def main(url: str) -> None:
         priority=0,
     )
     flaky = app.create_job("customer-1", "flaky", max_attempts=2)
+    digest = app.create_job("digests", "send_mail", {"to": "d@e.f"}, unique_key="digest:d@e.f", unique_period=3600)
+    again = app.create_job(
+        "digests", "send_mail", {"to": "d@e.f"}, unique_key="digest:d@e.f", unique_period=timedelta(hours=1)
+    )
+    assert again.duplicate or again.id != digest.id  # a new window only if the hour turned in between
+    assert digest.unique_key == "digest:d@e.f" and digest.unique_period == 3600
+    app.create_job(
+        "customer-4",
+        "send_mail",
+        unique_key="welcome:4",
+        unique_states=["scheduled", "available", "running", "retryable", "completed"],
+    )
     snoozing = app.create_job("customer-2", "later", delay=0)
     bulk = app.create_jobs([{"queue": "emails", "action": "send_mail", "params": {"to": f"{n}@x.y"}} for n in range(3)])
     bulk += asyncio.run(enqueue_async(app))

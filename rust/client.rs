@@ -17,7 +17,8 @@ use crate::periodic::{CronSchedule, PeriodicEntry, PeriodicJob, PeriodicStatus};
 use crate::queues::{QueuePattern, QueueRouting, QueueSelector};
 use crate::stats::Stats;
 use crate::store::{
-    self, Backend, BulkChange, CallerStatement, JobFilter, Lease, PausedQueue, Store,
+    self, is_unique_key_conflict, Backend, BulkChange, CallerStatement, JobFilter, Lease,
+    PausedQueue, Store,
 };
 use crate::worker::{Dispatch, Wakes, Worker};
 
@@ -325,7 +326,16 @@ impl Client {
     /// Make a waiting, failed or discarded job run again now, with at least one attempt left.
     pub async fn retry_job(&self, id: i64) -> Result<Job> {
         let store = self.store().await?;
-        let changed = store.retry_job(&self.config.scope, id).await?;
+        let changed = match store.retry_job(&self.config.scope, id).await {
+            // The database refuses a second unfinished job with the key (migration 0007): a
+            // newer job took it while this one was finished.
+            Err(Error::Database(message)) if is_unique_key_conflict(&message) => {
+                return Err(Error::JobState(format!(
+                    "job {id} cannot be retried: another job with its unique key is in that key's unique states now"
+                )))
+            }
+            changed => changed?,
+        };
         self.transitioned(&store, id, "retry", changed).await
     }
 
@@ -350,9 +360,21 @@ impl Client {
     pub async fn bulk_change(&self, change: BulkChange, filter: &JobFilter) -> Result<u64> {
         change.states(filter.states.as_deref())?;
         let store = self.store().await?;
-        let changed = store
-            .bulk_change(&self.config.scope, change, filter)
-            .await?;
+        let changed = match store.bulk_change(&self.config.scope, change, filter).await {
+            // As in retry_job: a finished job whose unique key a newer job holds now cannot
+            // run again; the statement changed nothing.
+            Err(Error::Database(message))
+                if change == BulkChange::Retry && is_unique_key_conflict(&message) =>
+            {
+                return Err(Error::JobState(
+                    "cannot retry these jobs: one of them has a unique key that another job \
+                     holds now (in that key's unique states); nothing was retried, narrow the \
+                     filter or retry jobs by id"
+                        .into(),
+                ))
+            }
+            changed => changed?,
+        };
         // Retried jobs are runnable now, and cancelled heads may have unblocked their queues.
         if changed > 0 && change != BulkChange::Delete {
             self.wake().notify_one();

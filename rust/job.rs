@@ -24,6 +24,15 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The states a job passes through before it ends; a unique job blocks others with its
+    /// key in all of them at least.
+    pub const UNFINISHED: [JobState; 4] = [
+        JobState::Scheduled,
+        JobState::Available,
+        JobState::Running,
+        JobState::Retryable,
+    ];
+
     pub const ALL: [JobState; 7] = [
         JobState::Scheduled,
         JobState::Available,
@@ -44,6 +53,12 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Discarded => "discarded",
         }
+    }
+
+    /// This state's bit in a unique job's `unique_states` mask. The unique index of migration
+    /// 0007 maps the state names to the same bits in its predicate.
+    pub fn unique_bit(self) -> i32 {
+        1 << (self as i32)
     }
 
     /// The state stored as `name`; an unknown name is a caller's error.
@@ -175,6 +190,11 @@ pub struct Job {
     /// first unfinished job of its queue. None for that job itself, for any other kind of
     /// job, and on jobs returned by enqueueing or claiming.
     pub blocked_by: Option<i64>,
+    /// The key (and window) a unique job was created with; None for other jobs.
+    pub unique: Option<UniqueKey>,
+    /// On jobs returned by enqueueing: an existing job with the same unique key was returned
+    /// instead of inserting a new one. False everywhere else.
+    pub duplicate: bool,
 }
 
 impl Job {
@@ -256,6 +276,13 @@ pub struct JobSpec {
     pub max_backoff: Option<f64>,
     pub max_attempts: Option<i64>,
     pub priority: Option<i64>,
+    /// A duplicate of an unfinished job with this key returns that job instead of inserting.
+    pub unique_key: Option<String>,
+    /// Seconds: the key is unique within each window of this length (on the database clock)
+    /// instead of for as long as a job with it is in `unique_states`.
+    pub unique_period: Option<f64>,
+    /// State names in which a job with the key blocks another (default: the unfinished ones).
+    pub unique_states: Option<Vec<String>>,
 }
 
 /// Options a performer declares for the jobs of its action (`@app.performer(..., priority=50)`):
@@ -299,6 +326,7 @@ pub struct NewJob {
     pub max_backoff: f64,
     pub max_attempts: i32,
     pub priority: i32,
+    pub unique: Option<Uniqueness>,
 }
 
 impl NewJob {
@@ -337,6 +365,8 @@ impl NewJob {
             lease_token: None,
             cancel_requested_at: None,
             blocked_by: None,
+            unique: None,
+            duplicate: false,
         }
     }
 }
@@ -436,6 +466,8 @@ impl JobSpec {
             Some(p) => i32::try_from(p)
                 .map_err(|_| Error::InvalidOption(format!("priority {p} is out of range")))?,
         };
+        let unique =
+            Uniqueness::from_options(self.unique_key, self.unique_period, self.unique_states)?;
         Ok(NewJob {
             queue: self.queue,
             action: self.action,
@@ -446,8 +478,190 @@ impl JobSpec {
             max_backoff,
             max_attempts,
             priority,
+            unique,
         })
     }
+}
+
+/// Longest unique key, in bytes: it is stored in a unique index, whose entries PostgreSQL
+/// limits to about 2.7 kB.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 1024;
+
+/// Longest unique period: the longest delay.
+const MAX_UNIQUE_PERIOD: f64 = MAX_DELAY_SECONDS;
+
+/// What makes a unique job unique: its key, and the window it is unique in (None: for as long
+/// as a job with the key is in its unique states).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UniqueKey {
+    pub key: String,
+    /// Whole seconds.
+    pub period: Option<i64>,
+}
+
+impl UniqueKey {
+    /// The key as a row stores it (`unique_key`): `/key`, or `period:window/key` where
+    /// `window` is the number of whole periods since the Unix epoch at the insert, on the
+    /// database clock. The stores' insert statements build it in SQL (`now()` is the
+    /// database's); this reads it back. The prefix holds no `/`, so the first one ends it.
+    pub fn from_stored(stored: &str) -> Result<UniqueKey> {
+        let unreadable = || Error::Database(format!("unreadable stored unique key {stored:?}"));
+        let (prefix, key) = stored.split_once('/').ok_or_else(unreadable)?;
+        let period = match prefix {
+            "" => None,
+            window => {
+                let (period, _) = window.split_once(':').ok_or_else(unreadable)?;
+                Some(period.parse().map_err(|_| unreadable())?)
+            }
+        };
+        Ok(UniqueKey {
+            key: key.to_owned(),
+            period,
+        })
+    }
+}
+
+/// A unique job's key and the states in which a job with it blocks another (a mask of
+/// [`JobState::unique_bit`]s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uniqueness {
+    pub key: UniqueKey,
+    pub states: i32,
+}
+
+impl Uniqueness {
+    /// Check the unique options of a job; None when it has no key.
+    fn from_options(
+        key: Option<String>,
+        period: Option<f64>,
+        states: Option<Vec<String>>,
+    ) -> Result<Option<Uniqueness>> {
+        let Some(key) = key else {
+            if period.is_some() || states.is_some() {
+                return Err(Error::InvalidOption(
+                    "unique_period and unique_states need a unique_key".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if key.is_empty() {
+            return Err(Error::InvalidOption("unique_key must not be empty".into()));
+        }
+        if key.len() > MAX_UNIQUE_KEY_BYTES {
+            return Err(Error::InvalidOption(format!(
+                "unique_key is {} bytes long, over the limit of {MAX_UNIQUE_KEY_BYTES}",
+                key.len()
+            )));
+        }
+        if key.contains('\0') {
+            return Err(Error::InvalidOption(
+                "unique_key must not contain NUL characters".into(),
+            ));
+        }
+        let period = match period {
+            None => None,
+            // Whole seconds: the window number is then exact integer arithmetic in both
+            // databases, and the stored key spells the period the same way in both.
+            Some(p) if p.is_finite() && p >= 1.0 && p.fract() == 0.0 && p <= MAX_UNIQUE_PERIOD => {
+                Some(p as i64)
+            }
+            Some(p) => {
+                return Err(Error::InvalidOption(format!(
+                    "unique_period must be a whole number of seconds, at least 1, got {p}"
+                )))
+            }
+        };
+        let states = match states {
+            None => JobState::UNFINISHED.to_vec(),
+            Some(names) => names
+                .iter()
+                .map(|name| JobState::parse(name))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        // The database checks the key whenever a row enters a state of its mask. A job leaves
+        // one unfinished state for another by itself (a claim, a retry, a rescued lease), so a
+        // mask missing one of them would let a job re-enter it beside a newer one and fail
+        // that write; only finished states are optional.
+        if let Some(missing) = JobState::UNFINISHED.iter().find(|s| !states.contains(s)) {
+            return Err(Error::InvalidOption(format!(
+                "unique_states must include scheduled, available, running and retryable (a job moves between them by itself), missing {missing}; add completed, failed or discarded to keep blocking after a job ends"
+            )));
+        }
+        Ok(Some(Uniqueness {
+            key: UniqueKey { key, period },
+            states: states.iter().fold(0, |mask, s| mask | s.unique_bit()),
+        }))
+    }
+}
+
+/// Whether any job of a batch is unique: such a batch takes the stores' unique insert.
+pub fn any_unique(jobs: &[NewJob]) -> bool {
+    jobs.iter().any(|job| job.unique.is_some())
+}
+
+/// The jobs of a unique batch that are sent to the database: a job whose key an earlier job
+/// of the batch has is left out (one statement sees one window per period, so both would
+/// store the same key), and [`unique_results`] gives it the earlier one's row.
+pub fn distinct_unique(jobs: &[NewJob]) -> Vec<NewJob> {
+    let mut seen = std::collections::HashSet::new();
+    jobs.iter()
+        .filter(|job| match &job.unique {
+            Some(unique) => seen.insert(&unique.key),
+            None => true,
+        })
+        .cloned()
+        .collect()
+}
+
+/// The unique key of each job of a batch (None for a plain job), as [`unique_results`]
+/// matches rows with them.
+pub fn unique_keys(jobs: &[NewJob]) -> Vec<Option<UniqueKey>> {
+    jobs.iter()
+        .map(|job| job.unique.as_ref().map(|u| u.key.clone()))
+        .collect()
+}
+
+/// The rows a unique insert of `distinct_unique(jobs)` returned (inserted, or existing ones
+/// marked duplicate), one per job of the batch whose keys are `keys`, in its order. A job of
+/// the batch whose key an earlier one has gets that row too, marked duplicate.
+pub fn unique_results(keys: &[Option<UniqueKey>], rows: Vec<Job>) -> Result<Vec<Job>> {
+    let mismatch = |rows: usize| {
+        Error::Database(format!(
+            "the unique insert of {} jobs returned {rows} rows",
+            keys.len()
+        ))
+    };
+    let returned = rows.len();
+    let mut by_key = std::collections::HashMap::new();
+    let mut plain = Vec::new();
+    for row in rows {
+        match row.unique.clone() {
+            Some(key) => {
+                by_key.insert(key, (row, false));
+            }
+            None => plain.push(row),
+        }
+    }
+    // Plain rows were inserted in input order, so their sequence follows it.
+    plain.sort_by_key(|job| job.sequence);
+    let mut plain = plain.into_iter();
+    let results = keys
+        .iter()
+        .map(|key| match key {
+            Some(key) => {
+                let (row, used) = by_key.get_mut(key).ok_or_else(|| mismatch(returned))?;
+                let mut result = row.clone();
+                result.duplicate |= *used;
+                *used = true;
+                Ok(result)
+            }
+            None => plain.next().ok_or_else(|| mismatch(returned)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if plain.next().is_some() || by_key.values().any(|(_, used)| !used) {
+        return Err(mismatch(returned));
+    }
+    Ok(results)
 }
 
 /// Whether JSON text holds a `\u0000` escape (the only way JSON writes NUL). Escapes are read
@@ -834,6 +1048,8 @@ mod tests {
             lease_token: None,
             cancel_requested_at: None,
             blocked_by,
+            unique: None,
+            duplicate: false,
         };
         let reason = |j: Job| j.waiting_reason();
         assert_eq!(
@@ -861,5 +1077,105 @@ mod tests {
         ] {
             assert_eq!(reason(job(done, 1, None)), None);
         }
+    }
+
+    #[test]
+    fn unique_options_are_checked_before_anything_is_written() {
+        let spec = |key: Option<&str>, period: Option<f64>, states: Option<Vec<&str>>| JobSpec {
+            unique_key: key.map(String::from),
+            unique_period: period,
+            unique_states: states.map(|s| s.into_iter().map(String::from).collect()),
+            ..JobSpec::new("q", "a", "{}")
+        };
+        let ok = spec(Some("k"), Some(60.0), None)
+            .into_new_job(true, 10)
+            .unwrap();
+        let unique = ok.unique.unwrap();
+        assert_eq!(unique.key.period, Some(60));
+        assert_eq!(unique.states, 0b1111, "the unfinished states by default");
+        let kept = spec(
+            Some("k"),
+            None,
+            Some(vec![
+                "completed",
+                "scheduled",
+                "available",
+                "running",
+                "retryable",
+            ]),
+        )
+        .into_new_job(true, 10)
+        .unwrap();
+        assert_eq!(kept.unique.unwrap().states, 0b1_1111);
+        for bad in [
+            spec(Some(""), None, None),
+            spec(Some(&"k".repeat(MAX_UNIQUE_KEY_BYTES + 1)), None, None),
+            spec(Some("a\0b"), None, None),
+            spec(Some("k"), Some(0.0), None),
+            spec(Some("k"), Some(-1.0), None),
+            spec(Some("k"), Some(1.5), None),
+            spec(Some("k"), Some(f64::NAN), None),
+            spec(Some("k"), None, Some(vec![])),
+            spec(Some("k"), None, Some(vec!["completed"])),
+            spec(Some("k"), None, Some(vec!["lost"])),
+            spec(None, Some(60.0), None),
+            spec(None, None, Some(vec!["completed"])),
+        ] {
+            let err = bad.clone().into_new_job(true, 10).unwrap_err();
+            assert!(matches!(err, Error::InvalidOption(_)), "{bad:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn stored_unique_keys_read_back_as_key_and_period() {
+        let read = |stored: &str| UniqueKey::from_stored(stored).unwrap();
+        assert_eq!(
+            read("/a/b:c"),
+            UniqueKey {
+                key: "a/b:c".into(),
+                period: None
+            }
+        );
+        assert_eq!(
+            read("60:29000000/k"),
+            UniqueKey {
+                key: "k".into(),
+                period: Some(60)
+            }
+        );
+        assert!(UniqueKey::from_stored("no-slash").is_err());
+        assert!(UniqueKey::from_stored("x:1/k").is_err());
+    }
+
+    #[test]
+    fn a_unique_batch_sends_each_key_once_and_gets_a_row_per_job() {
+        let new = |key: Option<&str>| {
+            JobSpec {
+                unique_key: key.map(String::from),
+                ..JobSpec::new("q", "a", "{}")
+            }
+            .into_new_job(true, 10)
+            .unwrap()
+        };
+        let jobs = vec![new(Some("k")), new(None), new(Some("k")), new(None)];
+        assert_eq!(distinct_unique(&jobs).len(), 3);
+        let row = |id: i64, key: Option<&str>, duplicate: bool| Job {
+            unique: key.map(|k| UniqueKey {
+                key: k.into(),
+                period: None,
+            }),
+            duplicate,
+            ..jobs[0].inserted("s", id, id, JobState::Available, Utc::now(), Utc::now())
+        };
+        // Rows in any order: plain ones by sequence, unique ones by key.
+        let rows = vec![
+            row(9, None, false),
+            row(3, Some("k"), true),
+            row(8, None, false),
+        ];
+        let results = unique_results(&unique_keys(&jobs), rows.clone()).unwrap();
+        let got: Vec<(i64, bool)> = results.iter().map(|j| (j.id, j.duplicate)).collect();
+        assert_eq!(got, vec![(3, true), (8, false), (3, true), (9, false)]);
+        assert!(unique_results(&unique_keys(&jobs), rows[..2].to_vec()).is_err());
     }
 }

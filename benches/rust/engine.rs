@@ -29,6 +29,7 @@ fn new_job(queue: &str, blocking: bool, params: &str) -> NewJob {
         max_backoff: 86_400.0,
         max_attempts: 20,
         priority: 0,
+        unique: None,
     }
 }
 

@@ -39,7 +39,19 @@ __all__ = ["App", "Page", "PeriodicEntry"]
 #: Seconds as ferroq takes them: a number or a timedelta.
 Seconds = float | int | timedelta
 
-_JOB_OPTIONS = frozenset({"scheduled_at", "delay", "timeout", "max_backoff", "max_attempts", "priority"})
+_JOB_OPTIONS = frozenset(
+    {
+        "scheduled_at",
+        "delay",
+        "timeout",
+        "max_backoff",
+        "max_attempts",
+        "priority",
+        "unique_key",
+        "unique_period",
+        "unique_states",
+    }
+)
 _FILTERS = frozenset({"queue", "action", "state", "search", "older_than", "order_by", "descending"})
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -207,8 +219,26 @@ def _job_spec(
     max_backoff: Any = None,
     max_attempts: Any = None,
     priority: Any = None,
+    unique_key: Any = None,
+    unique_period: Any = None,
+    unique_states: Any = None,
 ) -> _core.JobSpec:
     """One job as the core takes it; options left as None get the core's defaults."""
+    if unique_key is not None or unique_period is not None or unique_states is not None:
+        return _core.JobSpec(
+            _text("queue", queue),
+            _text("action", action),
+            _params(params),
+            _utc(scheduled_at),
+            _optional_seconds("delay", delay, InvalidScheduleError),
+            _optional_seconds("timeout", timeout, InvalidOptionError),
+            _optional_seconds("max_backoff", max_backoff, InvalidOptionError),
+            _optional_integer("max_attempts", max_attempts),
+            _optional_integer("priority", priority),
+            _unique_key(unique_key),
+            _optional_seconds("unique_period", unique_period, InvalidOptionError),
+            _states_option("unique_states", unique_states),
+        )
     # Positional: bulk enqueue builds one per job, and keyword parsing costs more.
     return _core.JobSpec(
         _text("queue", queue),
@@ -221,6 +251,34 @@ def _job_spec(
         _optional_integer("max_attempts", max_attempts),
         _optional_integer("priority", priority),
     )
+
+
+def _unique_key(value: Any) -> str | None:
+    """A unique key as text the core can take; its rules are checked there."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"unique_key must be a string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidOptionError(f"unique_key is not valid Unicode (a lone surrogate): {value!r}") from None
+    return value
+
+
+def _states_option(name: str, value: Any) -> list[str] | None:
+    """State names (or JobStates) as a list; a lone string is refused, not split into letters."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidOptionError(f"{name} must be a list of job states, got {value!r}")
+    return [str(s.value) if isinstance(s, JobState) else _state_name(name, s) for s in value]
+
+
+def _state_name(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidOptionError(f"{name} must hold job state names, got {value!r}")
+    return value
 
 
 def _job_specs(jobs: Iterable[Mapping[str, Any]]) -> list[_core.JobSpec]:
@@ -590,10 +648,19 @@ class App:
         max_backoff: Seconds | None = None,
         max_attempts: int | None = None,
         priority: int | None = None,
+        unique_key: str | None = None,
+        unique_period: Seconds | None = None,
+        unique_states: Sequence[str] | None = None,
         connection: Any = None,
     ) -> Job:
         """Enqueue one job. Options left as None take the defaults: run now, 60 s timeout,
         backoff capped at 24 h, 20 attempts, priority 0.
+
+        With ``unique_key``, the database inserts no second job with that key while one is in
+        ``unique_states`` (default: scheduled, available, running, retryable; the list must
+        hold those and may add completed, failed, discarded): the existing job is returned
+        instead, with ``job.duplicate`` True. ``unique_period`` (whole seconds) makes the key
+        unique per window of that length on the database clock instead.
 
         ``params`` is JSON (dict, list, str, number, bool; None is ``{}``), or bytes: a
         ``bytes``, ``bytearray`` or ``memoryview`` is stored as given and ``job.params`` gives
@@ -612,6 +679,9 @@ class App:
             max_backoff=max_backoff,
             max_attempts=max_attempts,
             priority=priority,
+            unique_key=unique_key,
+            unique_period=unique_period,
+            unique_states=unique_states,
         )
         return self._insert([spec], connection)[0]
 

@@ -160,6 +160,22 @@ impl PyJob {
     fn blocked_by(&self) -> Option<i64> {
         self.inner.blocked_by
     }
+    /// The unique key this job was created with; None for a job without one.
+    #[getter]
+    fn unique_key(&self) -> Option<&str> {
+        self.inner.unique.as_ref().map(|u| u.key.as_str())
+    }
+    /// The window its key is unique in, in seconds; None when it has none (or no key).
+    #[getter]
+    fn unique_period(&self) -> Option<i64> {
+        self.inner.unique.as_ref().and_then(|u| u.period)
+    }
+    /// True on a job `create_job(s)` returned instead of inserting one: an existing job with
+    /// the same unique key. False everywhere else.
+    #[getter]
+    fn duplicate(&self) -> bool {
+        self.inner.duplicate
+    }
     /// Why a job that has not finished is not running; None when running or finished.
     #[getter]
     fn waiting_reason(&self) -> Option<String> {
@@ -295,12 +311,17 @@ impl PyJob {
 
     fn __repr__(&self) -> String {
         format!(
-            "<ferroq.Job id={} queue={:?} action={:?} state={} attempts={}>",
+            "<ferroq.Job id={} queue={:?} action={:?} state={} attempts={}{}>",
             self.inner.id,
             self.inner.queue,
             self.inner.action,
             self.inner.state,
-            self.inner.attempts
+            self.inner.attempts,
+            if self.inner.duplicate {
+                " duplicate"
+            } else {
+                ""
+            }
         )
     }
 }

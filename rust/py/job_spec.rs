@@ -19,7 +19,7 @@ pub struct PyJobSpec {
 #[pymethods]
 impl PyJobSpec {
     #[new]
-    #[pyo3(signature = (queue, action, params, scheduled_at=None, delay=None, timeout=None, max_backoff=None, max_attempts=None, priority=None))]
+    #[pyo3(signature = (queue, action, params, scheduled_at=None, delay=None, timeout=None, max_backoff=None, max_attempts=None, priority=None, unique_key=None, unique_period=None, unique_states=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         queue: String,
@@ -31,6 +31,9 @@ impl PyJobSpec {
         max_backoff: Option<f64>,
         max_attempts: Option<i64>,
         priority: Option<i64>,
+        unique_key: Option<String>,
+        unique_period: Option<f64>,
+        unique_states: Option<Vec<String>>,
     ) -> PyResult<PyJobSpec> {
         let params = match params.cast::<PyBytes>() {
             Ok(bytes) => Params::Bytes(bytes.as_bytes().to_vec()),
@@ -47,6 +50,9 @@ impl PyJobSpec {
                 max_backoff,
                 max_attempts,
                 priority,
+                unique_key,
+                unique_period,
+                unique_states,
             },
         })
     }

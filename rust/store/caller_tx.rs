@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob, Params};
+use crate::job::{
+    distinct_unique, unique_keys, unique_results, Job, JobState, NewJob, Params, UniqueKey,
+};
 use crate::store::{encode_insert_batch, Backend, Lease};
 
 /// A value bound to a caller's statement.
@@ -64,6 +66,9 @@ pub struct CallerStatement {
     pub rows: CallerRows,
     /// The backend the statement is written for: a connection to another cannot run it.
     pub backend: Backend,
+    /// A unique insert: the unique key of each job of the batch, to put the rows (one per
+    /// distinct key) back in its order (see `job::unique_results`). None for other statements.
+    pub unique_keys: Option<Vec<Option<UniqueKey>>>,
 }
 
 impl CallerStatement {
@@ -81,6 +86,16 @@ impl CallerStatement {
             ],
             rows: CallerRows::Jobs,
             backend,
+            unique_keys: None,
+        }
+    }
+
+    /// The insert of a batch with unique jobs with a store's `insert_unique_jobs.sql` text,
+    /// which takes what [`CallerStatement::insert`]'s does; each distinct key is sent once.
+    pub(crate) fn insert_unique(backend: Backend, sql: &str, scope: &str, jobs: &[NewJob]) -> Self {
+        CallerStatement {
+            unique_keys: Some(unique_keys(jobs)),
+            ..CallerStatement::insert(backend, sql, scope, &distinct_unique(jobs))
         }
     }
 
@@ -92,6 +107,7 @@ impl CallerStatement {
             params: vec![SqlParam::Int(lease.id), SqlParam::Int(lease.token)],
             rows: CallerRows::Completed,
             backend,
+            unique_keys: None,
         }
     }
 
@@ -151,12 +167,15 @@ impl CallerStatement {
     }
 
     /// The jobs in the rows of a [`CallerRows::Jobs`] statement (first column of each row),
-    /// in insertion order.
+    /// in the order of the batch inserted.
     pub fn jobs(&self, rows: &[String]) -> Result<Vec<Job>> {
         let mut jobs = rows
             .iter()
             .map(|row| decode_job(row))
             .collect::<Result<Vec<Job>>>()?;
+        if let Some(keys) = &self.unique_keys {
+            return unique_results(keys, jobs);
+        }
         jobs.sort_by_key(|job| job.sequence);
         Ok(jobs)
     }
@@ -189,6 +208,11 @@ struct JobJson {
     error: Option<String>,
     result: Option<Box<RawValue>>,
     lease_token: Option<i64>,
+    /// As stored (see `UniqueKey::from_stored`).
+    #[serde(default)]
+    unique_key: Option<String>,
+    #[serde(default)]
+    duplicate: bool,
 }
 
 fn time(micros: i64) -> Result<DateTime<Utc>> {
@@ -247,6 +271,12 @@ fn decode_job(row: &str) -> Result<Job> {
         lease_token: j.lease_token,
         cancel_requested_at: None,
         blocked_by: None,
+        unique: j
+            .unique_key
+            .as_deref()
+            .map(UniqueKey::from_stored)
+            .transpose()?,
+        duplicate: j.duplicate,
     })
 }
 
@@ -260,6 +290,7 @@ mod tests {
             params: vec![SqlParam::Text("scope".into()), SqlParam::Int(7)],
             rows: CallerRows::Jobs,
             backend: Backend::Postgres,
+            unique_keys: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! caller's-connection insert this way, since any driver binds a string and bytes (its pool
 //! binds arrays in binary, which is faster).
 
-use crate::job::{NewJob, Schedule};
+use crate::job::{any_unique, NewJob, Schedule};
 use crate::store::Finish;
 
 /// A batch to insert as two parameters: the JSON array `insert_jobs.sql` expands, and the
@@ -25,41 +25,78 @@ pub struct InsertBatch {
     pub bytes: Vec<u8>,
 }
 
-/// `jobs` as an [`InsertBatch`].
+/// `jobs` as an [`InsertBatch`]. A batch with a unique job (see `job::any_unique`) has three
+/// more values per job: `unique key or null, unique period (whole seconds) or null, unique
+/// states mask or null`; a plain batch has none, so the plain insert reads what it did before.
 pub fn encode_insert_batch(jobs: &[NewJob]) -> InsertBatch {
     let mut bytes = Vec::with_capacity(jobs.iter().map(|job| job.params.len()).sum());
+    let mut slice = |job: &NewJob| {
+        let own = match job.params.bytes_column() {
+            Some(own) => own,
+            None => job.params.json_column().as_bytes(),
+        };
+        let offset = bytes.len();
+        bytes.extend_from_slice(own);
+        (offset, own.len())
+    };
+    let schedule = |job: &NewJob| match job.schedule {
+        Schedule::Now => (None, None),
+        Schedule::At(t) => (Some(t.timestamp_micros()), None),
+        Schedule::In(d) => (None, Some(d)),
+    };
     // Tuples serialize as JSON arrays straight into the string, without building Values.
-    let batch: Vec<_> = jobs
-        .iter()
-        .map(|job| {
-            let (at, delay) = match job.schedule {
-                Schedule::Now => (None, None),
-                Schedule::At(t) => (Some(t.timestamp_micros()), None),
-                Schedule::In(d) => (None, Some(d)),
-            };
-            let own = match job.params.bytes_column() {
-                Some(own) => own,
-                None => job.params.json_column().as_bytes(),
-            };
-            let offset = bytes.len();
-            bytes.extend_from_slice(own);
-            (
-                &job.queue,
-                &job.action,
-                job.params.bytes_column().is_none(),
-                job.blocking,
-                job.priority,
-                job.max_attempts,
-                job.timeout,
-                job.max_backoff,
-                at,
-                delay,
-                offset,
-                own.len(),
-            )
-        })
-        .collect();
-    let json = serde_json::to_string(&batch).expect("a batch of strings and numbers serializes");
+    let json = if any_unique(jobs) {
+        let batch: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let (at, delay) = schedule(job);
+                let (offset, len) = slice(job);
+                let unique = job.unique.as_ref();
+                (
+                    &job.queue,
+                    &job.action,
+                    job.params.bytes_column().is_none(),
+                    job.blocking,
+                    job.priority,
+                    job.max_attempts,
+                    job.timeout,
+                    job.max_backoff,
+                    at,
+                    delay,
+                    offset,
+                    len,
+                    unique.map(|u| &u.key.key),
+                    unique.and_then(|u| u.key.period),
+                    unique.map(|u| u.states),
+                )
+            })
+            .collect();
+        serde_json::to_string(&batch)
+    } else {
+        let batch: Vec<_> = jobs
+            .iter()
+            .map(|job| {
+                let (at, delay) = schedule(job);
+                let (offset, len) = slice(job);
+                (
+                    &job.queue,
+                    &job.action,
+                    job.params.bytes_column().is_none(),
+                    job.blocking,
+                    job.priority,
+                    job.max_attempts,
+                    job.timeout,
+                    job.max_backoff,
+                    at,
+                    delay,
+                    offset,
+                    len,
+                )
+            })
+            .collect();
+        serde_json::to_string(&batch)
+    };
+    let json = json.expect("a batch of strings and numbers serializes");
     InsertBatch { json, bytes }
 }
 

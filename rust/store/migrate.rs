@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_periodic.sql"),
     },
     Migration {
+        version: 7,
+        name: "unique_jobs",
+        postgres: include_str!("../../migrations/postgres/0007_unique_jobs.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0007_unique_jobs.sql"),
+    },
+    Migration {
         version: 8,
         name: "queue_control",
         postgres: include_str!("../../migrations/postgres/0008_queue_control.sql"),
@@ -67,6 +73,8 @@ pub(crate) fn pending(applied: &[i32]) -> impl Iterator<Item = &'static Migratio
 mod tests {
     use super::*;
 
+    // Versions are assigned to parallel branches before they merge, so a branch may hold 7
+    // without 6: the table must be ordered and without repeats, not gapless.
     #[test]
     fn versions_ascend_from_one() {
         // Versions are assigned to branches in parallel, so one may land before a lower one:

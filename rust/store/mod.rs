@@ -376,6 +376,13 @@ impl OrderBy {
     }
 }
 
+/// Whether a write failed on the unique key index (migration 0007), as either database words
+/// it: PostgreSQL names the index, SQLite its columns.
+pub fn is_unique_key_conflict(message: &str) -> bool {
+    message.contains("\"ferroq_jobs_unique_key\"")
+        || message.contains("ferroq_jobs.scope, ferroq_jobs.unique_key")
+}
+
 /// `%text%` for a LIKE/ILIKE search (escape character `\`), with the pattern characters of
 /// `text` taken literally.
 pub(crate) fn contains_pattern(text: &str) -> String {

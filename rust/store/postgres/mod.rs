@@ -18,7 +18,10 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Result};
 use chrono::{DateTime, Utc};
 
-use crate::job::{Job, JobState, NewJob, Params, Schedule};
+use crate::job::{
+    any_unique, distinct_unique, unique_keys, unique_results, Job, JobState, NewJob, Params,
+    Schedule, UniqueKey,
+};
 use crate::queues::QueuePattern;
 use crate::store::{
     contains_pattern, migrate, Backend, BulkChange, CallerStatement, ClaimRequest, DueTimes,
@@ -42,7 +45,7 @@ pub const JOB_COLUMNS: &str = "j.id, j.scope, j.queue, j.action, j.params::text 
     j.priority, j.sequence, j.state, j.attempts, j.max_attempts, j.timeout, j.max_backoff, \
     j.scheduled_at, j.attempted_at, j.attempted_by, j.next_attempt_at, j.done_at, \
     j.inserted_at, j.error, j.result::text AS result, j.lease_token, j.params_bytes, \
-    j.cancel_requested_at";
+    j.cancel_requested_at, j.unique_key";
 
 /// For listings: the job a waiting job of a blocking queue waits behind, the first unfinished
 /// job of its queue (NULL for that job itself, and for every other kind of job). Read after
@@ -70,7 +73,8 @@ const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue',
     'done_at', (extract(epoch FROM j.done_at) * 1000000)::int8, \
     'inserted_at', (extract(epoch FROM j.inserted_at) * 1000000)::int8, \
     'error', j.error, 'result', j.result, 'lease_token', j.lease_token, \
-    'params_bytes', encode(j.params_bytes, 'hex'))::text";
+    'params_bytes', encode(j.params_bytes, 'hex'), 'unique_key', j.unique_key, \
+    'duplicate', j.duplicates > 0)::text";
 
 macro_rules! pg_sql {
     ($name:ident, $file:literal) => {
@@ -84,12 +88,16 @@ macro_rules! pg_sql {
 const INSERTED_COLUMNS: &str = "j.id, j.sequence, j.state, j.scheduled_at, j.inserted_at";
 sql!(INSERT_JOBS = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{unique_arrays}}" => "",
+    "{{unique_names}}" => "",
     "{{placement}}" => include_str!("sql/insert_placement_pool.sql"),
     "{{job_columns}}" => INSERTED_COLUMNS);
 // A batch without blocking jobs has nothing to place: the placement step (a window over the
 // batch and a lookup per blocking queue) is left out.
 sql!(INSERT_CONCURRENT_JOBS = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{unique_arrays}}" => "",
+    "{{unique_names}}" => "",
     "{{placement}}" => "SELECT NULL::int8 AS ord, NULL::bool AS head WHERE false",
     "{{job_columns}}" => INSERTED_COLUMNS);
 pg_sql!(RESOLVE_HEADS, "resolve_heads.sql");
@@ -135,7 +143,20 @@ pg_sql!(MIGRATE_RECORD_VERSION, "migrate_record_version.sql");
 pg_sql!(CALLER_COMPLETE, "caller_complete.sql");
 sql!(CALLER_INSERT = "insert_jobs.sql",
     "{{batch}}" => include_str!("sql/insert_batch_json.sql"),
+    "{{unique_fields}}" => "",
     "{{placement}}" => include_str!("sql/insert_placement_caller.sql"),
+    "{{job_columns}}" => JOB_JSON);
+/// Where a unique insert puts whether a row was there before (after JOB_COLUMNS).
+const DUPLICATE_COLUMN: &str = "duplicate";
+sql!(INSERT_UNIQUE_JOBS = "insert_unique_jobs.sql",
+    "{{batch}}" => include_str!("sql/insert_batch_arrays.sql"),
+    "{{unique_arrays}}" => ", $13::text[], $14::int8[], $15::int4[]",
+    "{{unique_names}}" => ", unique_key, unique_period, unique_states",
+    "{{job_columns}}" => &format!("{JOB_COLUMNS}, j.duplicates > 0 AS {DUPLICATE_COLUMN}"));
+sql!(CALLER_INSERT_UNIQUE = "insert_unique_jobs.sql",
+    "{{batch}}" => include_str!("sql/insert_batch_json.sql"),
+    "{{unique_fields}}" => "b.job ->> 12 AS unique_key, (b.job ->> 13)::int8 AS unique_period, \
+        (b.job ->> 14)::int4 AS unique_states, ",
     "{{job_columns}}" => JOB_JSON);
 
 /// Opens a claim's transaction. A claim need not be durable: if the server loses it in a
@@ -278,6 +299,39 @@ impl PgStore {
         }
     }
 
+    /// `insert_jobs` for a batch with unique jobs (insert_unique_jobs.sql): each distinct key
+    /// once, the rows back in input order.
+    async fn insert_unique_jobs(&self, scope: &str, jobs: &[NewJob]) -> Result<Vec<Job>> {
+        let sent = distinct_unique(jobs);
+        let batch = InsertBatch::new(&sent);
+        fn unique(job: &NewJob) -> Option<&crate::job::Uniqueness> {
+            job.unique.as_ref()
+        }
+        let keys: Vec<Option<&str>> = sent
+            .iter()
+            .map(|j| unique(j).map(|u| u.key.key.as_str()))
+            .collect();
+        let periods: Vec<Option<i64>> = sent
+            .iter()
+            .map(|j| unique(j).and_then(|u| u.key.period))
+            .collect();
+        let states: Vec<Option<i32>> = sent.iter().map(|j| unique(j).map(|u| u.states)).collect();
+        let mut params = batch.params(&scope).to_vec();
+        params.extend([&keys as &(dyn ToSql + Sync), &periods, &states]);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&INSERT_UNIQUE_JOBS).await?;
+        let rows = client.query(&statement, &params).await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let mut job = job_from_row(row)?;
+                job.duplicate = row.try_get(DUPLICATE_COLUMN)?;
+                Ok(job)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        unique_results(&unique_keys(jobs), rows)
+    }
+
     async fn query_jobs(
         &self,
         sql: &str,
@@ -356,7 +410,7 @@ impl PgStore {
 }
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
-const BLOCKED_BY_COLUMN: usize = 23;
+const BLOCKED_BY_COLUMN: usize = 24;
 
 fn job_from_row(row: &Row) -> Result<Job> {
     Ok(Job {
@@ -382,11 +436,15 @@ fn job_from_row(row: &Row) -> Result<Job> {
         result: row.try_get(19)?,
         lease_token: row.try_get(20)?,
         cancel_requested_at: row.try_get(22)?,
-        blocked_by: if row.len() > BLOCKED_BY_COLUMN {
-            row.try_get(BLOCKED_BY_COLUMN)?
-        } else {
-            None
+        blocked_by: match row.columns().get(BLOCKED_BY_COLUMN) {
+            Some(column) if column.name() == "blocked_by" => row.try_get(BLOCKED_BY_COLUMN)?,
+            _ => None,
         },
+        unique: row
+            .try_get::<_, Option<&str>>(23)?
+            .map(UniqueKey::from_stored)
+            .transpose()?,
+        duplicate: false,
     })
 }
 
@@ -526,6 +584,9 @@ impl Store for PgStore {
     async fn insert_jobs(&self, scope: &str, jobs: &[NewJob]) -> Result<Vec<Job>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
+        }
+        if any_unique(jobs) {
+            return self.insert_unique_jobs(scope, jobs).await;
         }
         let batch = InsertBatch::new(jobs);
         let client = self.client().await?;
@@ -934,6 +995,14 @@ impl Store for PgStore {
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
+        if any_unique(jobs) {
+            return CallerStatement::insert_unique(
+                Backend::Postgres,
+                &CALLER_INSERT_UNIQUE,
+                scope,
+                jobs,
+            );
+        }
         CallerStatement::insert(Backend::Postgres, &CALLER_INSERT, scope, jobs)
     }
 

@@ -21,7 +21,10 @@ use libsqlite3_sys as ffi;
 use super::retry::{sqlite_error, WRITE_RETRY_LIMIT};
 use super::Synchronous;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob, Params};
+use crate::job::{
+    any_unique, distinct_unique, unique_keys, unique_results, Job, JobState, NewJob, Params,
+    UniqueKey,
+};
 use crate::store::encode_insert_batch;
 
 /// An error SQLite reported: its extended result code and message.
@@ -57,6 +60,8 @@ pub(super) struct DirectWriter {
     db: NonNull<ffi::sqlite3>,
     begin: Statement,
     insert: Statement,
+    /// The insert of a batch with unique jobs (insert_unique_jobs.sql).
+    insert_unique: Statement,
     commit: Statement,
     rollback: Statement,
 }
@@ -69,7 +74,13 @@ impl Drop for DirectWriter {
     fn drop(&mut self) {
         // SAFETY: the statements belong to `db`; each is finalized once, before the close.
         unsafe {
-            for stmt in [&self.begin, &self.insert, &self.commit, &self.rollback] {
+            for stmt in [
+                &self.begin,
+                &self.insert,
+                &self.insert_unique,
+                &self.commit,
+                &self.rollback,
+            ] {
                 ffi::sqlite3_finalize(stmt.as_ptr());
             }
             ffi::sqlite3_close(self.db.as_ptr());
@@ -100,7 +111,12 @@ fn failure(db: *mut ffi::sqlite3, code: c_int) -> Failure {
 
 impl DirectWriter {
     /// Open the (existing) database file with the store's settings and prepare the statements.
-    pub(super) fn open(path: &Path, synchronous: Synchronous, insert_sql: &str) -> Result<Self> {
+    pub(super) fn open(
+        path: &Path,
+        synchronous: Synchronous,
+        insert_sql: &str,
+        insert_unique_sql: &str,
+    ) -> Result<Self> {
         let name = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::Configuration("a SQLite file path cannot hold a NUL".into()))?;
         let mut db: *mut ffi::sqlite3 = ptr::null_mut();
@@ -135,8 +151,14 @@ impl DirectWriter {
         // SAFETY: `db` is open. Set first: the setup itself may meet another process's lock.
         unsafe { ffi::sqlite3_busy_timeout(db, 5000) };
         exec(db, &setup).map_err(Failure::into_error)?;
-        let mut prepared = Vec::with_capacity(4);
-        for sql in ["BEGIN IMMEDIATE", insert_sql, "COMMIT", "ROLLBACK"] {
+        let mut prepared = Vec::with_capacity(5);
+        for sql in [
+            "BEGIN IMMEDIATE",
+            insert_sql,
+            insert_unique_sql,
+            "COMMIT",
+            "ROLLBACK",
+        ] {
             match prepare(db, sql) {
                 Ok(stmt) => prepared.push(stmt),
                 Err(err) => {
@@ -150,11 +172,12 @@ impl DirectWriter {
         }
         std::mem::forget(guard);
         let mut prepared = prepared.into_iter();
-        let mut next = || prepared.next().expect("four statements");
+        let mut next = || prepared.next().expect("five statements");
         Ok(DirectWriter {
             db: handle,
             begin: next(),
             insert: next(),
+            insert_unique: next(),
             commit: next(),
             rollback: next(),
         })
@@ -183,13 +206,18 @@ impl DirectWriter {
         jobs: &[NewJob],
         lock: &tokio::sync::Mutex<()>,
     ) -> Result<Vec<Job>> {
-        let batch = encode_insert_batch(jobs);
+        let unique = any_unique(jobs);
+        let batch = if unique {
+            encode_insert_batch(&distinct_unique(jobs))
+        } else {
+            encode_insert_batch(jobs)
+        };
         let started = Instant::now();
         let mut pause = Duration::from_millis(2);
         let mut rows = loop {
             let attempt = {
                 let _turn = lock.blocking_lock();
-                self.transaction(scope, &batch.json, &batch.bytes)
+                self.transaction(unique, scope, &batch.json, &batch.bytes)
             };
             match attempt {
                 Ok(rows) => break rows,
@@ -200,6 +228,9 @@ impl DirectWriter {
                 Err(err) => return Err(err.into_error()),
             }
         };
+        if unique {
+            return unique_results(&unique_keys(jobs), rows);
+        }
         if rows.len() != jobs.len() {
             return Err(Error::Database(format!(
                 "SQLite inserted {} of {} jobs",
@@ -216,10 +247,16 @@ impl DirectWriter {
     }
 
     /// BEGIN IMMEDIATE, the insert, COMMIT; rolled back on any failure.
-    fn transaction(&mut self, scope: &str, json: &str, bytes: &[u8]) -> Step<Vec<Job>> {
+    fn transaction(
+        &mut self,
+        unique: bool,
+        scope: &str,
+        json: &str,
+        bytes: &[u8],
+    ) -> Step<Vec<Job>> {
         let db = self.db.as_ptr();
         let outcome = run(db, &self.begin).and_then(|()| {
-            let rows = self.insert_rows(scope, json, bytes)?;
+            let rows = self.insert_rows(unique, scope, json, bytes)?;
             run(db, &self.commit)?;
             Ok(rows)
         });
@@ -232,9 +269,19 @@ impl DirectWriter {
         outcome
     }
 
-    fn insert_rows(&mut self, scope: &str, json: &str, bytes: &[u8]) -> Step<Vec<Job>> {
+    fn insert_rows(
+        &mut self,
+        unique: bool,
+        scope: &str,
+        json: &str,
+        bytes: &[u8],
+    ) -> Step<Vec<Job>> {
         let db = self.db.as_ptr();
-        let stmt = self.insert.as_ptr();
+        let stmt = if unique {
+            self.insert_unique.as_ptr()
+        } else {
+            self.insert.as_ptr()
+        };
         // SAFETY: the bound buffers outlive the steps (SQLITE_STATIC): the bindings are
         // cleared before this returns. A zero-length blob needs a non-null pointer, which a
         // slice always has.
@@ -354,7 +401,25 @@ unsafe fn time(stmt: *mut ffi::sqlite3_stmt, i: c_int) -> Option<DateTime<Utc>> 
     integer(stmt, i).and_then(DateTime::from_timestamp_micros)
 }
 
-/// A freshly inserted job: its params are filled in by the caller, which has them.
+/// A row of a unique insert has two more columns than `INSERTED_COLUMNS`
+/// (`UNIQUE_INSERTED_COLUMNS`).
+const UNIQUE_COLUMN_COUNT: c_int = 25;
+
+unsafe fn blob(stmt: *mut ffi::sqlite3_stmt, i: c_int) -> Option<Vec<u8>> {
+    if ffi::sqlite3_column_type(stmt, i) == ffi::SQLITE_NULL {
+        return None;
+    }
+    let ptr = ffi::sqlite3_column_blob(stmt, i) as *const u8;
+    let len = ffi::sqlite3_column_bytes(stmt, i) as usize;
+    if ptr.is_null() || len == 0 {
+        return Some(Vec::new());
+    }
+    Some(std::slice::from_raw_parts(ptr, len).to_vec())
+}
+
+/// A freshly inserted job: its params are filled in by the caller, which has them. A row of a
+/// unique insert is whole (a duplicate's params are the existing job's), with its key and
+/// whether it was there before.
 unsafe fn job_from_stmt(stmt: *mut ffi::sqlite3_stmt) -> Step<Job> {
     let state = text(stmt, 7).unwrap_or_default();
     let state = JobState::parse(&state).map_err(|err| Failure {
@@ -362,12 +427,27 @@ unsafe fn job_from_stmt(stmt: *mut ffi::sqlite3_stmt) -> Step<Job> {
         message: err.to_string(),
     })?;
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let whole = ffi::sqlite3_column_count(stmt) >= UNIQUE_COLUMN_COUNT;
+    let unique = match text(stmt, 23).filter(|_| whole) {
+        Some(stored) => Some(UniqueKey::from_stored(&stored).map_err(|err| Failure {
+            code: ffi::SQLITE_MISMATCH,
+            message: err.to_string(),
+        })?),
+        None => None,
+    };
+    let params = if whole {
+        // Params before params_bytes: each column is read once, in any order.
+        let json = text(stmt, 4).unwrap_or_default();
+        Params::from_columns(json, blob(stmt, 21))
+    } else {
+        Params::from_columns(String::new(), None)
+    };
     Ok(Job {
         id: integer(stmt, 0).unwrap_or_default(),
         scope: text(stmt, 1).unwrap_or_default(),
         queue: text(stmt, 2).unwrap_or_default(),
         action: text(stmt, 3).unwrap_or_default(),
-        params: Params::from_columns(String::new(), None),
+        params,
         priority: integer(stmt, 5).unwrap_or_default() as i32,
         sequence: integer(stmt, 6).unwrap_or_default(),
         state,
@@ -384,7 +464,9 @@ unsafe fn job_from_stmt(stmt: *mut ffi::sqlite3_stmt) -> Step<Job> {
         error: text(stmt, 18),
         result: text(stmt, 19),
         lease_token: integer(stmt, 20),
-        cancel_requested_at: None,
+        cancel_requested_at: time(stmt, 22).filter(|_| whole),
         blocked_by: None,
+        unique,
+        duplicate: whole && integer(stmt, 24).unwrap_or_default() != 0,
     })
 }

@@ -19,13 +19,16 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Connection, Row, SqlitePool};
+use sqlx::{Column, Connection, Row, SqlitePool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClientConfig;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState, NewJob, Params};
+use crate::job::{
+    any_unique, distinct_unique, unique_keys, unique_results, Job, JobState, NewJob, Params,
+    UniqueKey,
+};
 use crate::queues::QueuePattern;
 use crate::store::{
     encode_finish_batch, encode_insert_batch, migrate, Backend, BulkChange, CallerStatement,
@@ -46,7 +49,7 @@ const NOW: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) * 100
 pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS sequence, state, \
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes, \
-    cancel_requested_at";
+    cancel_requested_at, unique_key";
 
 /// JOB_COLUMNS for the rows an insert returns, with placeholders for the params: the caller
 /// has them already, and RETURNING them would hold a large payload in SQLite's RETURNING
@@ -54,7 +57,7 @@ pub const JOB_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS
 const INSERTED_COLUMNS: &str = "id, scope, queue, action, 'null' AS params, priority, id AS sequence, state, \
     attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
     next_attempt_at, done_at, inserted_at, error, result, lease_token, NULL AS params_bytes, \
-    NULL AS cancel_requested_at";
+    NULL AS cancel_requested_at, NULL AS unique_key";
 
 /// For listings: the job a waiting job of a blocking queue waits behind (see the PostgreSQL
 /// twin). Read after JOB_COLUMNS.
@@ -70,7 +73,15 @@ const BLOCKED_BY: &str = "(SELECT h.id FROM ferroq_jobs AS h \
 const JOB_FILTER: &str = include_str!("sql/job_filter.sql");
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
-const BLOCKED_BY_COLUMN: usize = 23;
+const BLOCKED_BY_COLUMN: usize = 24;
+
+/// The rows a unique insert returns: whole jobs (a duplicate's params are the existing job's,
+/// which the caller does not have), then whether each was there before. Read by
+/// `job_from_row` and `direct::job_from_stmt`.
+const UNIQUE_INSERTED_COLUMNS: &str = "id, scope, queue, action, params, priority, id AS sequence, state, \
+    attempts, max_attempts, CAST(timeout AS REAL) AS timeout, CAST(max_backoff AS REAL) AS max_backoff, scheduled_at, attempted_at, attempted_by, \
+    next_attempt_at, done_at, inserted_at, error, result, lease_token, params_bytes, \
+    cancel_requested_at, unique_key, duplicates > 0 AS duplicate";
 
 /// A job row as one JSON object (see `store/caller_tx.rs`), for the caller's connection.
 const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'action', action, \
@@ -80,7 +91,8 @@ const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'a
     'attempted_at', attempted_at, 'attempted_by', attempted_by, \
     'next_attempt_at', next_attempt_at, 'done_at', done_at, 'inserted_at', inserted_at, \
     'error', error, 'result', json(result), 'lease_token', lease_token, \
-    'params_bytes', CASE WHEN params_bytes IS NOT NULL THEN hex(params_bytes) END)";
+    'params_bytes', CASE WHEN params_bytes IS NOT NULL THEN hex(params_bytes) END, \
+    'unique_key', unique_key, 'duplicate', json(CASE WHEN duplicates > 0 THEN 'true' ELSE 'false' END))";
 
 macro_rules! sqlite_sql {
     ($name:ident, $file:literal) => {
@@ -124,6 +136,8 @@ sqlite_sql!(RESUME_QUEUE, "resume_queue.sql");
 sqlite_sql!(PAUSED_QUEUES, "paused_queues.sql");
 sqlite_sql!(CALLER_COMPLETE, "caller_complete.sql");
 sql!(CALLER_INSERT = "insert_jobs.sql", "{{job_columns}}" => JOB_JSON, "{{now}}" => NOW);
+sql!(INSERT_UNIQUE_JOBS = "insert_unique_jobs.sql", "{{job_columns}}" => UNIQUE_INSERTED_COLUMNS, "{{now}}" => NOW);
+sql!(CALLER_INSERT_UNIQUE = "insert_unique_jobs.sql", "{{job_columns}}" => JOB_JSON, "{{now}}" => NOW);
 sqlite_sql!(
     MIGRATE_CREATE_VERSION_TABLE,
     "migrate_create_version_table.sql"
@@ -194,10 +208,22 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
         result: row.try_get(19).map_err(db_error)?,
         lease_token: row.try_get(20).map_err(db_error)?,
         cancel_requested_at: opt_time(22)?,
-        blocked_by: if row.len() > BLOCKED_BY_COLUMN {
-            row.try_get(BLOCKED_BY_COLUMN).map_err(db_error)?
-        } else {
-            None
+        blocked_by: match row.columns().get(BLOCKED_BY_COLUMN) {
+            Some(column) if column.name() == "blocked_by" => {
+                row.try_get(BLOCKED_BY_COLUMN).map_err(db_error)?
+            }
+            _ => None,
+        },
+        unique: row
+            .try_get::<Option<&str>, _>(23)
+            .map_err(db_error)?
+            .map(UniqueKey::from_stored)
+            .transpose()?,
+        duplicate: match row.columns().get(BLOCKED_BY_COLUMN) {
+            Some(column) if column.name() == "duplicate" => {
+                row.try_get(BLOCKED_BY_COLUMN).map_err(db_error)?
+            }
+            _ => false,
         },
     })
 }
@@ -445,6 +471,19 @@ impl Store for SqliteStore {
     async fn insert_jobs(&self, scope: &str, jobs: &[NewJob]) -> Result<Vec<Job>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
+        }
+        if any_unique(jobs) {
+            let batch = encode_insert_batch(&distinct_unique(jobs));
+            let rows = write_tx!(self, |conn| {
+                sqlx::query(INSERT_UNIQUE_JOBS.as_str())
+                    .bind(scope)
+                    .bind(&batch.json)
+                    .bind(&batch.bytes)
+                    .fetch_all(&mut *conn)
+                    .await?
+            })?;
+            let rows = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+            return unique_results(&unique_keys(jobs), rows);
         }
         let batch = encode_insert_batch(jobs);
         let rows = write_tx!(self, |conn| {
@@ -920,7 +959,12 @@ impl Store for SqliteStore {
         }
         let writer = match direct.as_mut() {
             Some(writer) => writer,
-            None => match direct::DirectWriter::open(&self.path, self.synchronous, &INSERT_JOBS) {
+            None => match direct::DirectWriter::open(
+                &self.path,
+                self.synchronous,
+                &INSERT_JOBS,
+                &INSERT_UNIQUE_JOBS,
+            ) {
                 Ok(writer) => direct.insert(writer),
                 Err(err) => return Some(Err(err)),
             },
@@ -961,6 +1005,14 @@ impl Store for SqliteStore {
     }
 
     fn caller_insert(&self, scope: &str, jobs: &[NewJob]) -> CallerStatement {
+        if any_unique(jobs) {
+            return CallerStatement::insert_unique(
+                Backend::Sqlite,
+                &CALLER_INSERT_UNIQUE,
+                scope,
+                jobs,
+            );
+        }
         CallerStatement::insert(Backend::Sqlite, &CALLER_INSERT, scope, jobs)
     }
 

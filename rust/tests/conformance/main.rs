@@ -15,6 +15,7 @@ mod periodic;
 mod schema;
 mod transitions;
 mod turns;
+mod unique;
 mod wakeups;
 
 support::conformance! {
@@ -92,6 +93,13 @@ support::conformance! {
         control::rescue_ends_a_cancel_requested_job_and_its_blocking_queue_moves_on,
         control::retry_clears_a_cancel_request,
         wakeups::a_cancel_request_wakes_a_listener_on_another_connection,
+        // unique jobs (insert_jobs, caller_insert)
+        unique::a_duplicate_key_returns_the_existing_job_and_inserts_nothing,
+        unique::a_batch_resolves_repeated_and_existing_keys_to_one_job_each,
+        unique::a_finished_job_frees_its_key_unless_its_states_keep_it,
+        unique::a_period_makes_the_key_unique_per_window,
+        unique::a_caller_insert_of_a_taken_key_returns_the_existing_job,
+        unique::concurrent_inserts_of_one_key_make_one_job,
         // next_run_in, notify, listen
         wakeups::next_run_in_is_none_when_no_job_waits,
         wakeups::next_run_in_counts_down_to_the_next_scheduled_or_retrying_job,

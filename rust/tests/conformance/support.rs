@@ -347,6 +347,7 @@ pub fn job(queue: &str, blocking: bool) -> NewJob {
         max_backoff: 10.0,
         max_attempts: 3,
         priority: 0,
+        unique: None,
     }
 }
 

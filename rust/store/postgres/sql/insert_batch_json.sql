@@ -2,6 +2,7 @@
 -- params end to end ($3: JSON text as UTF-8, bytes as given), for a caller's connection: any
 -- Python driver binds a string and bytes, whatever it does with arrays and timestamps. Each
 -- job's entry gives its slice of $3 (offset from 0, length); a bytes job's params are JSON null.
+-- A unique batch's entries have three more values (see insert_unique_jobs.sql).
 (SELECT b.job ->> 0 AS queue, b.job ->> 1 AS action,
         CASE WHEN (b.job ->> 2)::bool
              THEN convert_from(substring($3::bytea FROM (b.job ->> 10)::int4 + 1 FOR (b.job ->> 11)::int4), 'UTF8')
@@ -18,5 +19,5 @@
         CASE WHEN NOT (b.job ->> 2)::bool
              THEN substring($3::bytea FROM (b.job ->> 10)::int4 + 1 FOR (b.job ->> 11)::int4)
         END AS params_bytes,
-        b.ord
+        {{unique_fields}}b.ord
  FROM jsonb_array_elements($2::text::jsonb) WITH ORDINALITY AS b(job, ord)) AS i
