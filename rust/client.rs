@@ -264,7 +264,10 @@ impl Client {
                 Ok(job)
             }
             None => match store.get_job(&self.config.scope, id).await? {
-                None => Err(Error::JobNotFound(id)),
+                None => Err(Error::JobNotFound {
+                    id,
+                    scope: self.config.scope.clone(),
+                }),
                 Some(job) => Err(Error::JobState(format!(
                     "cannot {verb} job {id}: it is {}",
                     job.state
