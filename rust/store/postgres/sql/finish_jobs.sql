@@ -4,11 +4,12 @@
 -- A job that will run again (a retry or snooze, with its time; or released by a stopping
 -- worker) is announced on the scope's channel at COMMIT, like a new job: idle workers of any
 -- process then look again and wait for its time, instead of the safety poll.
+-- A completion clears the error of earlier failed attempts: a completed job has no error.
 WITH finished AS (
 UPDATE ferroq_jobs AS j
 SET state = f.state,
     result = f.result::json,
-    error = coalesce(f.error, j.error),
+    error = CASE WHEN f.state = 'completed' THEN NULL ELSE coalesce(f.error, j.error) END,
     attempts = j.attempts - f.refund,
     next_attempt_at = CASE WHEN f.delay IS NULL THEN NULL
                            ELSE now() + f.delay * interval '1 second' END,

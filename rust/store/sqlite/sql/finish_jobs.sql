@@ -2,10 +2,11 @@
 -- attempt: [id, lease token, state, result (JSON text) or null, error or null, delay (s) or
 -- null, 1 to give the attempt back else 0]. Each applies only while its attempt still holds
 -- the job (same lease token, still running): a stale attempt can never finish a newer one's job.
+-- A completion clears the error of earlier failed attempts: a completed job has no error.
 UPDATE ferroq_jobs
 SET state = f.state,
     result = json(f.result),
-    error = coalesce(f.error, ferroq_jobs.error),
+    error = CASE WHEN f.state = 'completed' THEN NULL ELSE coalesce(f.error, ferroq_jobs.error) END,
     attempts = ferroq_jobs.attempts - f.refund,
     next_attempt_at = CASE WHEN f.delay IS NULL THEN NULL
                            ELSE f.now + CAST(f.delay * 1000000 AS INTEGER) END,
