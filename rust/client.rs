@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OnceCell};
 
-use crate::config::{AppOptions, ClientConfig, WorkerConfig};
+use crate::config::{redacted_url, AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
 use crate::job::{Job, JobDefaults, JobSpec, NewJob};
@@ -295,6 +295,25 @@ impl Client {
             ..self.worker_config()
         };
         let store = self.store().await?;
+        // A drain is a call of its own, often in tests: its start is no news at INFO.
+        log::log!(
+            if drain {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            },
+            "ferroq: worker {} started: database {}, scope {:?}, {}, performers {:?}, concurrency {}, prefetch {}",
+            config.worker_name,
+            redacted_url(&self.config.database_url),
+            self.config.scope,
+            match config.only_queues.patterns() {
+                None => "all queues".to_owned(),
+                Some(queues) => format!("queues {queues:?}"),
+            },
+            actions,
+            config.concurrency,
+            config.prefetch()
+        );
         Ok(Worker::start(
             store,
             self.config.scope.clone(),

@@ -307,6 +307,9 @@ impl PyClient {
         actions: Vec<String>,
         drain: bool,
     ) -> PyResult<WorkerHandle> {
+        // The engine's records at the level the `ferroq` logger takes now: a DEBUG line per
+        // job only when someone reads it.
+        crate::py::logging::follow_python_level(py);
         let store = block_on(py, self.inner.store())?;
         // The wake-up socket pair: failing to make one (no file descriptor left) is an OSError.
         let dispatcher = Arc::new(PyDispatcher::new(executor, store)?);
