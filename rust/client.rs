@@ -133,6 +133,22 @@ impl Client {
         }
     }
 
+    /// For commands that only look at or change existing jobs (`ferroq jobs`, `retry`, ...):
+    /// fail where the database does not exist yet, rather than create an empty SQLite file
+    /// (which SQLite does on first use) and report that it holds no jobs.
+    pub fn check_database_exists(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            let path = store::sqlite::path_from_url(&self.config.database_url)?;
+            if !path.exists() {
+                return Err(Error::Database(format!(
+                    "no database at {} (run `ferroq migrate` or start a worker to create it)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Create or upgrade the tables; returns the versions applied now.
     pub async fn migrate(&self) -> Result<Vec<i32>> {
         self.store().await?.migrate().await

@@ -17,12 +17,15 @@ __all__ = [
     "Outcome",
     "WorkerHandle",
     "__version__",
+    "redacted_url",
     "snoozed_out",
 ]
 
 __version__: str
 
 def snoozed_out(max_attempts: int) -> str: ...
+def redacted_url(url: str) -> str:
+    """A database URL fit to print: its password replaced by ``***``."""
 
 DEFAULT_CLEANUP_INTERVAL: float
 UNCOMMITTED_COMPLETION: str
@@ -204,6 +207,7 @@ class Client:
         max_attempts: int | None = None,
         priority: int | None = None,
     ) -> None: ...
+    def check_database_exists(self) -> None: ...
     def close(self) -> None: ...
     def migrate(self) -> list[int]: ...
     def insert_jobs(self, specs: Sequence[JobSpec]) -> list[Job]: ...

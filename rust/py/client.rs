@@ -179,6 +179,12 @@ impl PyClient {
         Ok(self.inner.set_performer_defaults(action, defaults)?)
     }
 
+    /// Raise DatabaseError where the database does not exist (a SQLite file not created yet)
+    /// instead of creating it.
+    fn check_database_exists(&self) -> PyResult<()> {
+        Ok(self.inner.check_database_exists()?)
+    }
+
     /// Close the connection pool. A later operation opens a new one.
     fn close(&self) {
         let _context = runtime().enter();
