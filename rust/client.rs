@@ -140,9 +140,11 @@ impl Client {
         if self.backend == Backend::Sqlite {
             let path = store::sqlite::path_from_url(&self.config.database_url)?;
             if !path.exists() {
+                // Absolute: "no database at ferroq.db" does not say which directory was meant.
+                let shown = std::path::absolute(&path).unwrap_or(path);
                 return Err(Error::Database(format!(
                     "no database at {} (run `ferroq migrate` or start a worker to create it)",
-                    path.display()
+                    shown.display()
                 )));
             }
         }
