@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OnceCell};
 
-use crate::config::{AppOptions, ClientConfig, WorkerConfig};
+use crate::config::{redacted_url, AppOptions, ClientConfig, WorkerConfig};
 use crate::error::{Error, Result};
 use crate::fork::ProcessLocal;
 use crate::job::JobState;
@@ -221,6 +221,24 @@ impl Client {
         if let Some(store) = self.local(|local| local.store.take()) {
             store.close();
         }
+    }
+
+    /// For commands that only look at or change existing jobs (`ferroq jobs`, `retry`, ...):
+    /// fail where the database does not exist yet, rather than create an empty SQLite file
+    /// (which SQLite does on first use) and report that it holds no jobs.
+    pub fn check_database_exists(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            let path = store::sqlite::path_from_url(&self.config.database_url)?;
+            if !path.exists() {
+                // Absolute: "no database at ferroq.db" does not say which directory was meant.
+                let shown = std::path::absolute(&path).unwrap_or(path);
+                return Err(Error::Database(format!(
+                    "no database at {} (run `ferroq migrate` or start a worker to create it)",
+                    shown.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Create or upgrade the tables; returns the versions applied now.
@@ -455,7 +473,10 @@ impl Client {
                 Ok(job)
             }
             None => match store.get_job(&self.config.scope, id).await? {
-                None => Err(Error::JobNotFound(id)),
+                None => Err(Error::JobNotFound {
+                    id,
+                    scope: self.config.scope.clone(),
+                }),
                 Some(job) => Err(Error::JobState(format!(
                     "cannot {verb} job {id}: it is {}",
                     job.state
@@ -490,6 +511,25 @@ impl Client {
         };
         let store = self.store().await?;
         let cancels = self.local(|local| local.cancels.clone());
+        // A drain is a call of its own, often in tests: its start is no news at INFO.
+        log::log!(
+            if drain {
+                log::Level::Debug
+            } else {
+                log::Level::Info
+            },
+            "ferroq: worker {} started: database {}, scope {:?}, {}, performers {:?}, concurrency {}, prefetch {}",
+            config.worker_name,
+            redacted_url(&self.config.database_url),
+            self.config.scope,
+            match config.only_queues.patterns() {
+                None => "all queues".to_owned(),
+                Some(queues) => format!("queues {queues:?}"),
+            },
+            actions,
+            config.concurrency,
+            config.prefetch()
+        );
         Ok(Worker::start(
             store,
             self.config.scope.clone(),

@@ -43,6 +43,42 @@ pub const DEFAULT_RESERVATION_TIMEOUT: f64 = 2.0;
 /// A job claimed ahead waits at most a day: past that, claiming ahead only hoards.
 pub const MAX_RESERVATION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// `url` fit to print or log: the password of its user part (`user:SECRET@host`) and of any
+/// `password=` parameter (URL query or `key=value` connection string) replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let mut redacted = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let (authority, tail) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((user_info, host)) => match user_info.split_once(':') {
+                    Some((user, _password)) => format!("{user}:***@{host}"),
+                    None => format!("{user_info}@{host}"),
+                },
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{tail}")
+        }
+        None => url.to_owned(),
+    };
+    let mut searched_from = 0;
+    while let Some(found) = redacted[searched_from..].find("password=") {
+        let start = searched_from + found;
+        let at_boundary = start == 0 || redacted[..start].ends_with(['?', '&', ' ']);
+        let value_start = start + "password=".len();
+        let value_end = redacted[value_start..]
+            .find(['&', ' ', '#'])
+            .map_or(redacted.len(), |end| value_start + end);
+        if at_boundary {
+            redacted.replace_range(value_start..value_end, "***");
+            searched_from = value_start + 3;
+        } else {
+            searched_from = value_start;
+        }
+    }
+    redacted
+}
+
 /// Everything an App can be configured with, as a caller gives it.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
@@ -471,5 +507,29 @@ mod tests {
         assert!(client.is_blocking("c") && client.is_blocking("shop"));
         assert!(!client.is_blocking("b") && !client.is_blocking("shop:1"));
         assert!(worker.only_queues.serves("b") && !worker.only_queues.serves("c"));
+    }
+
+    #[test]
+    fn redacted_url_hides_passwords_and_keeps_the_rest() {
+        assert_eq!(
+            redacted_url("postgresql://app:s3cr:t@db.example:5433/jobs?sslmode=disable"),
+            "postgresql://app:***@db.example:5433/jobs?sslmode=disable"
+        );
+        assert_eq!(
+            redacted_url("postgres://app@db/jobs?password=hunter2&application_name=x"),
+            "postgres://app@db/jobs?password=***&application_name=x"
+        );
+        assert_eq!(
+            redacted_url("host=db user=app password=hunter2 dbname=jobs"),
+            "host=db user=app password=*** dbname=jobs"
+        );
+        assert_eq!(
+            redacted_url("sqlite:///var/jobs.db"),
+            "sqlite:///var/jobs.db"
+        );
+        assert_eq!(
+            redacted_url("postgresql://postgres@127.0.0.1:5432/test"),
+            "postgresql://postgres@127.0.0.1:5432/test"
+        );
     }
 }

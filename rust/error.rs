@@ -32,8 +32,8 @@ pub enum Error {
     #[error("{0}")]
     InvalidOption(String),
     /// No job with this id in the App's scope.
-    #[error("no job with id {0} in this scope")]
-    JobNotFound(i64),
+    #[error("no job {id} in scope {scope:?}")]
+    JobNotFound { id: i64, scope: String },
     /// The job exists but its state does not allow the operation.
     #[error("{0}")]
     JobState(String),
@@ -42,10 +42,25 @@ pub enum Error {
     Database(String),
 }
 
+/// What a statement against a database without ferroq's tables says: the fix.
+pub const MISSING_TABLES: &str =
+    "the ferroq tables do not exist in this database: run `ferroq migrate` (or App.migrate())";
+
 impl From<tokio_postgres::Error> for Error {
     fn from(err: tokio_postgres::Error) -> Self {
         // The Display of a server error hides its message behind "db error"; show the detail.
         match err.as_db_error() {
+            // Only ferroq's own tables: a missing table of the caller's is their business.
+            Some(db)
+                if *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE
+                    && db.message().contains("ferroq_") =>
+            {
+                Error::Database(format!(
+                    "{MISSING_TABLES} ({}: {})",
+                    db.code().code(),
+                    db.message()
+                ))
+            }
             Some(db) => Error::Database(format!("{}: {}", db.code().code(), db.message())),
             None => Error::Database(err.to_string()),
         }

@@ -309,7 +309,9 @@ ENQUEUE_MANY = textwrap.dedent(
 
 def _wait_for_banners(processes, workers):
     wait_until(
-        lambda: all("ferroq worker" in processes.output(w) for w in workers), timeout=30, message=processes.describe
+        lambda: all(" started: database " in processes.output(w) for w in workers),
+        timeout=30,
+        message=processes.describe,
     )
 
 
@@ -347,8 +349,8 @@ def test_several_processes_on_one_file(app_factory, database_url, ledger, proces
         line
         for p in processes.procs
         for line in processes.output(p).lower().splitlines()
-        if not line.startswith("ferroq worker ")
-    ]  # the banner names the host
+        if "ferroq: worker " not in line
+    ]  # the start and stop lines name the host
     assert [line for line in logs if "locked" in line or "busy" in line] == [], processes.describe()
 
     starts = ledger.starts()

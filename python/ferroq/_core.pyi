@@ -18,12 +18,15 @@ __all__ = [
     "Outcome",
     "WorkerHandle",
     "__version__",
+    "redacted_url",
     "snoozed_out",
 ]
 
 __version__: str
 
 def snoozed_out(max_attempts: int) -> str: ...
+def redacted_url(url: str) -> str:
+    """A database URL fit to print: its password replaced by ``***``."""
 
 DEFAULT_CLEANUP_INTERVAL: float
 UNCOMMITTED_COMPLETION: str
@@ -225,6 +228,7 @@ class Client:
     def periodic_status(
         self,
     ) -> list[tuple[str, str, str | None, str, str, datetime | None, datetime | None]]: ...
+    def check_database_exists(self) -> None: ...
     def close(self) -> None: ...
     def migrate(self) -> list[int]: ...
     def insert_jobs(self, specs: Sequence[JobSpec]) -> list[Job]: ...

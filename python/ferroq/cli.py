@@ -10,12 +10,33 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+from . import _core
 from ._app import App
 from .errors import FerroqError
 
 __all__ = ["main"]
+
+#: Exit codes scripts can test (also in ``ferroq --help`` and the README).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's own
+#: ``stats --check`` found a blocking queue held by its head.
+EXIT_BLOCKED = 3
+#: stdout was closed before everything was written (``ferroq jobs | head``): 128 + SIGPIPE,
+#: what a shell reports for a command that SIGPIPE ended.
+EXIT_BROKEN_PIPE = 141
+
+EPILOG = f"""\
+The database and scope: --app module:app takes them from that App; otherwise
+--database-url (default $FERROQ_DATABASE_URL, else sqlite:///ferroq.db) and --scope.
+Which ones are used is printed on stderr; stdout carries only the command's output.
+
+exit codes: {EXIT_OK} ok, {EXIT_ERROR} error (the message is on stderr), {EXIT_USAGE} usage,
+{EXIT_BLOCKED} stats --check found a held blocking queue, {EXIT_BROKEN_PIPE} stdout closed early
+(ferroq jobs | head)"""
 
 
 def _load_app(target: str) -> App:
@@ -32,17 +53,38 @@ def _load_app(target: str) -> App:
     return app
 
 
-def _app_from_args(args: argparse.Namespace) -> App:
-    return App(args.database_url, scope=args.scope)
+def add_database_arguments(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--app``, ``--database-url`` and ``--scope``: what :func:`open_app` reads."""
+    sub.add_argument("--app", default=None, help="module:attribute of a ferroq.App: its database and scope")
+    sub.add_argument("--database-url", default=None, help="default: $FERROQ_DATABASE_URL, else sqlite:///ferroq.db")
+    sub.add_argument("--scope", default=None, help="default: 'default'")
+    return sub
+
+
+def open_app(args: argparse.Namespace, *, create: bool = False) -> App:
+    """The App the arguments name (see :func:`add_database_arguments`), after saying on stderr
+    which database and scope it uses. Unless ``create``, a database that does not exist yet
+    (a SQLite file) raises DatabaseError instead of being created empty."""
+    if args.app is not None:
+        if args.database_url is not None or args.scope is not None:
+            raise SystemExit("ferroq: --app gives the database and scope; leave out --database-url and --scope")
+        app = _load_app(args.app)
+    else:
+        app = App(args.database_url, scope=args.scope)
+    print(f"ferroq: database {_core.redacted_url(app.database_url)}, scope {app.scope!r}", file=sys.stderr)
+    if not create:
+        app._client.check_database_exists()
+    return app
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    applied = _app_from_args(args).migrate()
+    applied = open_app(args, create=True).migrate()
     print(f"applied migrations {applied}" if applied else "schema is up to date")
-    return 0
+    return EXIT_OK
 
 
 def _worker(args: argparse.Namespace) -> int:
+    logging.getLogger("ferroq").setLevel(args.log_level)
     app = _load_app(args.app)
     if args.concurrency is not None:
         app.concurrency = args.concurrency
@@ -50,19 +92,22 @@ def _worker(args: argparse.Namespace) -> int:
         app.only_queues = [queue.strip() for queue in args.queues.split(",") if queue.strip()]
     if args.migrate:
         app.migrate()
-    served = "all queues" if app.only_queues is None else f"queues {app.only_queues}"
-    print(
-        f"ferroq worker {app.worker_name}: scope {app.scope!r}, {served}, performers {sorted(app._performers)}",
-        flush=True,
-    )
+    # The worker says what it serves, and then what it does, on the "ferroq" logger.
     app.run()
-    return 0
+    return EXIT_OK
+
+
+def _time(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    app = _app_from_args(args)
+    app = open_app(args)
     jobs = app.list_jobs(queue=args.queue, action=args.action, state=args.state, search=args.search, limit=args.limit)
-    print(f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20} error / why it waits")
+    print(
+        f"{'id':>8}  {'state':<10} {'attempts':>8}  {'queue':<20} {'action':<20}"
+        f" {'scheduled_at':<19}  {'next_attempt_at':<19}  error / why it waits"
+    )
     for job in jobs:
         error = (job.error or "").splitlines()[-1:] or [""]
         why = job.waiting_reason
@@ -71,13 +116,10 @@ def _jobs(args: argparse.Namespace) -> int:
         detail = error[0][:60] if why is None else (f"{error[0][:60]} / {why}" if error[0] else why)
         print(
             f"{job.id:>8}  {job.state:<10} {job.attempts:>3}/{job.max_attempts:<4}  {job.queue:<20}"
-            f" {job.action:<20} {detail}"
+            f" {job.action:<20} {_time(job.scheduled_at):<19}  {_time(job.next_attempt_at):<19}  {detail}"
         )
-    return 0
+    return EXIT_OK
 
-
-#: Exit status of ``stats --check`` when a blocking queue is held (0: none is; 1: an error).
-EXIT_BLOCKED = 3
 
 _STATE_COLUMNS = ("scheduled", "available", "running", "retryable", "completed", "failed", "discarded")
 
@@ -92,7 +134,7 @@ def _age(seconds: float | None) -> str:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    app = _load_app(args.app) if getattr(args, "app", None) else _app_from_args(args)
+    app = open_app(args)
     stats = app.stats(blocked_limit=args.limit)
     if args.json:
         print(json.dumps(stats, indent=2))
@@ -135,19 +177,19 @@ def _duration(text: str) -> float:
 
 
 def _pause(args: argparse.Namespace) -> int:
-    app = _app_from_args(args)
+    app = open_app(args)
     for queue in args.queues:
         app.pause_queue(queue)
         print(f"paused {queue}")
-    return 0
+    return EXIT_OK
 
 
 def _resume(args: argparse.Namespace) -> int:
-    app = _app_from_args(args)
+    app = open_app(args)
     for queue in args.queues:
         app.resume_queue(queue)
         print(f"resumed {queue}")
-    return 0
+    return EXIT_OK
 
 
 _FILTER_ARGS = ("queue", "action", "state", "search", "older_than")
@@ -167,7 +209,7 @@ def _change(
             raise SystemExit(f"ferroq {verb}: give job ids or filters, not both")
         if not args.ids and not filters and not args.all:
             raise SystemExit(f"ferroq {verb}: give job ids, or filters (--state, --queue, ...), or --all")
-        app = _app_from_args(args)
+        app = open_app(args)
         if args.ids and one is not None:
             for id in args.ids:
                 job = one(app, id)
@@ -175,12 +217,12 @@ def _change(
                     print(f"job {job.id} is running: cancel requested, its worker ends it discarded")
                 else:
                     print(f"job {job.id} is {job.state}")
-            return 0
+            return EXIT_OK
         if "state" in filters:
             filters["state"] = [s.strip() for s in filters["state"].split(",") if s.strip()]
         count = many(app, **filters)
         print(f"{verb}: {count} jobs")
-        return 0
+        return EXIT_OK
 
     return run
 
@@ -191,15 +233,18 @@ _delete = _change("delete", None, lambda app, **f: app.delete_jobs(**f))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferroq", description="ferroq job queue")
+    parser = argparse.ArgumentParser(
+        prog="ferroq",
+        description="ferroq job queue",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ferroq {_core.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def with_database(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub.add_argument("--database-url", default=None, help="default: $FERROQ_DATABASE_URL")
-        sub.add_argument("--scope", default="default")
-        return sub
-
-    with_database(commands.add_parser("migrate", help="create or upgrade the tables")).set_defaults(run=_migrate)
+    add_database_arguments(commands.add_parser("migrate", help="create or upgrade the tables")).set_defaults(
+        run=_migrate
+    )
 
     worker = commands.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
     worker.add_argument("app", help="module:attribute of a ferroq.App")
@@ -210,9 +255,16 @@ def _parser() -> argparse.ArgumentParser:
         help="serve only these queues: comma-separated names or prefix* patterns (default: all)",
     )
     worker.add_argument("--migrate", action="store_true", help="migrate the schema before starting")
+    worker.add_argument(
+        "--log-level",
+        type=str.upper,
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="of the 'ferroq' logger: DEBUG adds a line per completed job (default: INFO)",
+    )
     worker.set_defaults(run=_worker)
 
-    jobs = with_database(commands.add_parser("jobs", help="list jobs"))
+    jobs = add_database_arguments(commands.add_parser("jobs", help="list jobs"))
     jobs.add_argument("--queue")
     jobs.add_argument("--action")
     jobs.add_argument("--state")
@@ -220,10 +272,9 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=50)
     jobs.set_defaults(run=_jobs)
 
-    stats = with_database(
+    stats = add_database_arguments(
         commands.add_parser("stats", help="jobs per queue and state, and every blocked blocking queue with why")
     )
-    stats.add_argument("--app", default=None, help="module:attribute of a ferroq.App: judge its performers too")
     stats.add_argument("--json", action="store_true", help="one JSON document, for scripts")
     stats.add_argument("--limit", type=int, default=50, help="most blocked queues to list (default 50)")
     stats.add_argument(
@@ -236,7 +287,7 @@ def _parser() -> argparse.ArgumentParser:
         ("resume", _resume, "resume queues paused by the same names or patterns"),
     )
     for name, command, help_text in pausing:
-        sub = with_database(commands.add_parser(name, help=help_text))
+        sub = add_database_arguments(commands.add_parser(name, help=help_text))
         sub.add_argument("queues", nargs="+", metavar="QUEUE")
         sub.set_defaults(run=command)
 
@@ -246,7 +297,7 @@ def _parser() -> argparse.ArgumentParser:
         ("delete", _delete, "delete finished jobs the filters match (e.g. --state failed --older-than 7d)"),
     )
     for name, run, help_text in changes:
-        sub = with_database(commands.add_parser(name, help=help_text))
+        sub = add_database_arguments(commands.add_parser(name, help=help_text))
         sub.add_argument("ids", type=int, nargs="*", metavar="ID")
         sub.add_argument("--queue")
         sub.add_argument("--action")
@@ -263,10 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         result: Any = args.run(args)
+        # Inside the try: a reader that went away (`| head`) shows up at this flush.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As Python's documentation advises: point stdout at devnull so that the flush at
+        # exit does not fail again, and end quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except FerroqError as exc:
         print(f"ferroq: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    return int(result or 0)
+        return EXIT_ERROR
+    return int(result or EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -229,6 +229,12 @@ impl PyClient {
             .collect())
     }
 
+    /// Raise DatabaseError where the database does not exist (a SQLite file not created yet)
+    /// instead of creating it.
+    fn check_database_exists(&self) -> PyResult<()> {
+        Ok(self.inner.check_database_exists()?)
+    }
+
     /// Close the connection pool. A later operation opens a new one.
     fn close(&self) {
         let _context = runtime().enter();
@@ -411,6 +417,9 @@ impl PyClient {
         actions: Vec<String>,
         drain: bool,
     ) -> PyResult<WorkerHandle> {
+        // The engine's records at the level the `ferroq` logger takes now: a DEBUG line per
+        // job only when someone reads it.
+        crate::py::logging::follow_python_level(py);
         let store = block_on(py, self.inner.store())?;
         // The wake-up socket pair: failing to make one (no file descriptor left) is an OSError.
         let dispatcher = Arc::new(PyDispatcher::new(executor, store)?);

@@ -24,7 +24,7 @@ fn class_name(err: &Error) -> &'static str {
         Error::ParamsTooLarge { .. } => "ParamsTooLargeError",
         Error::InvalidSchedule(_) => "InvalidScheduleError",
         Error::InvalidOption(_) => "InvalidOptionError",
-        Error::JobNotFound(_) => "JobNotFoundError",
+        Error::JobNotFound { .. } => "JobNotFoundError",
         Error::JobState(_) => "JobStateError",
         Error::Database(_) => "DatabaseError",
     }

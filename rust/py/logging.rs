@@ -4,8 +4,10 @@
 //! it for seconds). Records are queued without blocking and forwarded by one thread of their
 //! own, "ferroq-log", which is the only one that takes the GIL for them. A forked child starts
 //! its own forwarding thread on its first record (the parent's did not survive the fork).
+//! Which records are made at all follows the Python logger's level when a worker starts
+//! ([`follow_python_level`]).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 
@@ -44,7 +46,7 @@ impl Log for Bridge {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         // Only the engine's own records: the database drivers log every statement at debug
         // and some at info, which is noise at ferroq's level.
-        metadata.level() <= Level::Info
+        metadata.level() <= log::max_level()
             && metadata.target().split("::").next() == Some(env!("CARGO_CRATE_NAME"))
     }
 
@@ -75,6 +77,33 @@ impl Log for Bridge {
 
 static BRIDGE: std::sync::OnceLock<&'static Bridge> = std::sync::OnceLock::new();
 
+/// Whether the bridge is the process's `log` logger (another library may have installed one).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Let through the records the Python logger "ferroq" would keep, at its effective level now:
+/// `log`'s macros then skip the others before formatting anything (a DEBUG line per job costs
+/// a comparison unless the logger is at DEBUG). Called when a worker starts.
+pub fn follow_python_level(py: Python<'_>) {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        return;
+    }
+    let level: Option<u32> = py
+        .import("logging")
+        .and_then(|logging| logging.call_method1("getLogger", ("ferroq",)))
+        .and_then(|logger| logger.call_method0("getEffectiveLevel"))
+        .and_then(|level| level.extract())
+        .ok();
+    let filter = match level {
+        None => LevelFilter::Info,
+        Some(0..=10) => LevelFilter::Debug,
+        Some(11..=20) => LevelFilter::Info,
+        Some(21..=30) => LevelFilter::Warn,
+        Some(31..=40) => LevelFilter::Error,
+        Some(_) => LevelFilter::Off,
+    };
+    log::set_max_level(filter);
+}
+
 /// Install the bridge once per process. If another library already installed a `log` logger,
 /// ferroq's records go to that one instead.
 pub fn install() {
@@ -86,7 +115,10 @@ pub fn install() {
         if log::set_logger(bridge).is_ok() {
             log::set_max_level(LevelFilter::Info);
             match bridge.start_forwarding() {
-                Some(sender) => *bridge.records.lock().unwrap() = ProcessLocal::new(Some(sender)),
+                Some(sender) => {
+                    *bridge.records.lock().unwrap() = ProcessLocal::new(Some(sender));
+                    INSTALLED.store(true, Ordering::Relaxed);
+                }
                 None => log::set_max_level(LevelFilter::Off),
             }
         }

@@ -32,6 +32,12 @@ pub mod _core {
         crate::job::snoozed_out(max_attempts)
     }
 
+    /// A database URL fit to print: its password replaced by `***`.
+    #[pyfunction]
+    fn redacted_url(url: &str) -> String {
+        crate::config::redacted_url(url)
+    }
+
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         super::logging::install();

@@ -84,6 +84,11 @@ struct InFlight {
     /// An operator asked to cancel the job, and its performer was told to stop: whatever it
     /// reports, short of a completion, ends the job discarded.
     cancel_requested: bool,
+    /// When it was handed to a performer: the duration the outcome's log line gives.
+    started_at: Option<tokio::time::Instant>,
+    /// For the outcome's log line.
+    action: String,
+    queue: String,
 }
 
 /// The lease a claimed job's attempt holds: the key of its entry in [`Attempts::leases`].
@@ -104,6 +109,9 @@ impl InFlight {
             reported: false,
             started: false,
             cancel_requested: false,
+            started_at: None,
+            action: job.action.clone(),
+            queue: job.queue.clone(),
         };
         (lease_of(job), entry)
     }
@@ -136,9 +144,11 @@ impl Attempts {
         let count = free.min(self.reserved.len());
         self.performing += count;
         let ready: Vec<Job> = self.reserved.drain(..count).map(|(job, _)| job).collect();
+        let now = tokio::time::Instant::now();
         for job in &ready {
             if let Some(entry) = self.leases.get_mut(&lease_of(job)) {
                 entry.started = true;
+                entry.started_at = Some(now);
             }
         }
         ready
@@ -306,6 +316,113 @@ fn finish_for(lease: Lease, entry: &InFlight, outcome: Outcome) -> Finish {
             ..base
         },
     }
+}
+
+/// What an outcome's log line needs of its attempt, taken when the performer reports.
+struct Reported {
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    started_at: Option<tokio::time::Instant>,
+    action: String,
+    queue: String,
+    /// The attempt no longer held its job: completed in the caller's transaction, or lost.
+    settled: bool,
+}
+
+impl Reported {
+    /// Takes the entry's names: nothing else reads them once its performer has reported.
+    fn of(id: i64, entry: &mut InFlight, outcome: &Outcome) -> Reported {
+        Reported {
+            id,
+            attempts: entry.attempts,
+            max_attempts: entry.max_attempts,
+            started_at: entry.started_at,
+            action: std::mem::take(&mut entry.action),
+            queue: std::mem::take(&mut entry.queue),
+            settled: matches!(outcome, Outcome::Settled),
+        }
+    }
+
+    /// One line per outcome on the `ferroq` logger: completions at DEBUG (so that INFO costs
+    /// nothing per job), snoozes and discards at INFO, a failure that will be retried at
+    /// WARNING, a job failed for good at ERROR.
+    fn log(&self, finish: &Finish, now: tokio::time::Instant) {
+        let (id, action, queue) = (self.id, &self.action, &self.queue);
+        // Closures: a record below the level never evaluates its arguments.
+        let ran = || {
+            self.started_at
+                .map(|since| format!(" after {:?}", now.saturating_duration_since(since)))
+                .unwrap_or_default()
+        };
+        // A claim past the last attempt (only its failure hook ran) gives its count back.
+        let attempt = || {
+            let attempts = self.attempts.min(self.max_attempts);
+            format!("attempt {attempts}/{}", self.max_attempts)
+        };
+        let error = || summary_line(finish.error.as_deref().unwrap_or(""));
+        match finish.state {
+            JobState::Completed if self.settled => log::debug!(
+                "ferroq: job {id} ({action} on queue {queue:?}) settled{}: completed in the performer's own transaction, or its lease was lost",
+                ran()
+            ),
+            JobState::Completed => {
+                log::debug!("ferroq: job {id} ({action} on queue {queue:?}) completed{}", ran())
+            }
+            JobState::Retryable => log::warn!(
+                "ferroq: job {id} ({action} on queue {queue:?}) failed {}{}: {}; next attempt {}",
+                attempt(),
+                ran(),
+                error(),
+                when(finish.delay.unwrap_or(0.0))
+            ),
+            JobState::Failed => log::error!(
+                "ferroq: job {id} ({action} on queue {queue:?}) failed for good ({}){}: {}",
+                attempt(),
+                ran(),
+                error()
+            ),
+            JobState::Scheduled => log::info!(
+                "ferroq: job {id} ({action} on queue {queue:?}) snoozed{}: runs again {}{}",
+                ran(),
+                when(finish.delay.unwrap_or(0.0)),
+                if finish.refund_attempt {
+                    ", its attempt given back"
+                } else {
+                    ""
+                }
+            ),
+            JobState::Discarded => log::info!(
+                "ferroq: job {id} ({action} on queue {queue:?}) discarded{}: {}",
+                ran(),
+                error()
+            ),
+            JobState::Available => log::debug!(
+                "ferroq: job {id} ({action} on queue {queue:?}) released at stop, its attempt given back"
+            ),
+            JobState::Running => {}
+        }
+    }
+}
+
+/// The line of an error worth a log line: a Python traceback's exception line (`ValueError:
+/// boom`), not its "Traceback (most recent call last):" header or a frame; else the first line.
+fn summary_line(error: &str) -> &str {
+    let mut lines = error.lines();
+    match lines.next() {
+        Some(header) if header.starts_with("Traceback ") => lines
+            .find(|line| !line.starts_with(' ') && !line.is_empty())
+            .unwrap_or(header),
+        Some(first) => first,
+        None => "",
+    }
+}
+
+/// When a job runs again, `delay` seconds from now: by the database clock, which decides it;
+/// the time of day is this host's reading, shown only to help a reader place it.
+fn when(delay: f64) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds((delay * 1000.0) as i64);
+    format!("in {delay:.1}s (about {} UTC)", at.format("%H:%M:%S"))
 }
 
 /// State shared by the worker's tasks.
@@ -592,10 +709,12 @@ impl Worker {
     /// ignored.
     pub fn report_many(&self, outcomes: impl IntoIterator<Item = (Lease, Outcome)>) -> Vec<Job> {
         let mut finishes = Vec::new();
+        let mut reported = Vec::new();
         let (ready, room_opened) = {
             let mut attempts = self.shared.in_flight.lock().unwrap();
             let now = tokio::time::Instant::now();
             let room_before = attempts.room(&self.shared.config, now);
+            let mut returned = 0;
             for (lease, outcome) in outcomes {
                 let Some(entry) = attempts.leases.get_mut(&lease) else {
                     continue;
@@ -604,14 +723,21 @@ impl Worker {
                     continue;
                 }
                 entry.reported = true;
-                let entry = entry.clone();
-                attempts.performing -= 1;
-                finishes.push(finish_for(lease, &entry, outcome));
+                returned += 1;
+                reported.push(Reported::of(lease.id, entry, &outcome));
+                finishes.push(finish_for(lease, entry, outcome));
             }
+            attempts.performing -= returned;
             let ready = attempts.take_ready(self.shared.config.concurrency as usize);
             let room_opened = room_before == 0 && attempts.room(&self.shared.config, now) > 0;
             (ready, room_opened)
         };
+        // Logged outside the lock: a record at an enabled level is formatted and queued; one
+        // below the level (a completion, unless DEBUG) costs a comparison.
+        let now = tokio::time::Instant::now();
+        for (reported, finish) in reported.iter().zip(&finishes) {
+            reported.log(finish, now);
+        }
         self.shared.send_finishes(finishes);
         // A producer waiting for room can claim now. Otherwise it waits for the written
         // outcome: only that can unblock a blocking queue or lower a queue's running count.
@@ -673,6 +799,18 @@ impl Worker {
         // still under way puts back what it returns.
         shared.in_flight.lock().unwrap().closed = true;
         shared.release_reserved(true);
+        let level = if shared.config.drain {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
+        log::log!(
+            level,
+            "ferroq: worker {} stopping: waiting for {} jobs (at most {:?})",
+            shared.config.worker_name,
+            shared.performing_jobs().len(),
+            timeout
+        );
         // The producer ends at its next await. A claim in progress is never cut off (its
         // transaction may commit all the same, leaving jobs leased to no one): past the deadline
         // stop goes on without it, and the producer puts back what that claim returns.
@@ -720,6 +858,12 @@ impl Worker {
                 _ = tokio::time::sleep_until(write_by) => handle.abort(),
             }
         }
+        log::log!(
+            level,
+            "ferroq: worker {} stopped; {} jobs processed",
+            shared.config.worker_name,
+            shared.processed.load(Ordering::Relaxed)
+        );
         unstoppable
     }
 }
@@ -756,7 +900,18 @@ mod tests {
             reported: false,
             started: true,
             cancel_requested: false,
+            started_at: None,
+            action: "a".into(),
+            queue: "q".into(),
         }
+    }
+
+    #[test]
+    fn summary_line_is_the_exception_line_of_a_traceback() {
+        let traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise ValueError('boom')\nValueError: boom\nsecond line";
+        assert_eq!(summary_line(traceback), "ValueError: boom");
+        assert_eq!(summary_line("nope\nmore"), "nope");
+        assert_eq!(summary_line(""), "");
     }
 
     #[test]

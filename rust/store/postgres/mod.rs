@@ -230,7 +230,70 @@ impl PgStore {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        Ok(self.pool.get().await?)
+        self.pool.get().await.map_err(|err| match err {
+            // A new connection failed (a pooled one that fails its check is replaced): say
+            // where to, and why, rather than only the driver's "error connecting to server".
+            deadpool_postgres::PoolError::Backend(err) => self.connect_error(&err),
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Create) => {
+                Error::Database(format!(
+                    "could not connect to PostgreSQL at {}: no answer within {:?} (App(connect_timeout=...))",
+                    self.server(),
+                    self.connect_timeout
+                ))
+            }
+            other => other.into(),
+        })
+    }
+
+    /// The server(s) the URL names, as `host:port`, to say where a connection failed.
+    fn server(&self) -> String {
+        let ports = self.pg_config.get_ports();
+        let port_of = |i: usize| match ports {
+            [] => 5432,
+            [only] => *only,
+            many => many.get(i).copied().unwrap_or(5432),
+        };
+        let hosts: Vec<String> = self
+            .pg_config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{}", port_of(i)),
+                tokio_postgres::config::Host::Unix(dir) => {
+                    format!("{} (port {})", dir.display(), port_of(i))
+                }
+            })
+            .collect();
+        if hosts.is_empty() {
+            format!("localhost:{}", port_of(0))
+        } else {
+            hosts.join(", ")
+        }
+    }
+
+    /// A connection that could not be made: where to, and the cause (the OS error, or the
+    /// server's refusal: wrong password, no such database).
+    fn connect_error(&self, err: &tokio_postgres::Error) -> Error {
+        let cause = match err.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => {
+                let mut innermost: &dyn std::error::Error = err;
+                while let Some(source) = innermost.source() {
+                    innermost = source;
+                }
+                let text = innermost.to_string();
+                let mut chars = text.chars();
+                match chars.next() {
+                    Some(first) => first.to_lowercase().chain(chars).collect(),
+                    None => err.to_string(),
+                }
+            }
+        };
+        Error::Database(format!(
+            "could not connect to PostgreSQL at {}: {cause}",
+            self.server()
+        ))
     }
 
     /// One claim transaction: place new blocking jobs (how many were looked at comes back),
@@ -361,7 +424,8 @@ impl PgStore {
                         "no answer to the LISTEN connection's handshake within {:?}",
                         self.connect_timeout
                     ))
-                })??;
+                })?
+                .map_err(|err| self.connect_error(&err))?;
         // (whether on the cancels channel, payload)
         let (payloads, mut received) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
         let driver = tokio::spawn(async move {

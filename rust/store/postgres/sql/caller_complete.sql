@@ -2,6 +2,6 @@
 -- ($1 id, $2 lease token) still holds the job, and commits or rolls back with the caller's
 -- own writes. One row back when it applied.
 UPDATE ferroq_jobs
-SET state = 'completed', done_at = now(), next_attempt_at = NULL, lease_token = NULL, lease_expires_at = NULL
+SET state = 'completed', error = NULL, done_at = now(), next_attempt_at = NULL, lease_token = NULL, lease_expires_at = NULL
 WHERE id = $1 AND lease_token = $2 AND state = 'running'
 RETURNING id

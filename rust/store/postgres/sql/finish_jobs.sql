@@ -7,6 +7,7 @@
 -- A job whose cancel was requested while it ran never runs again: an outcome that would run
 -- it again (a retry, snooze or release, written before its worker heard of the request)
 -- ends it discarded instead; a completion or a failure stands.
+-- A completion clears the error of earlier failed attempts: a completed job has no error.
 WITH finished AS (
 UPDATE ferroq_jobs AS j
 SET state = CASE WHEN j.cancel_requested_at IS NOT NULL
@@ -15,7 +16,9 @@ SET state = CASE WHEN j.cancel_requested_at IS NOT NULL
     result = f.result::json,
     error = CASE WHEN j.cancel_requested_at IS NOT NULL
                       AND f.state IN ('retryable', 'scheduled', 'available')
-                 THEN {{cancelled_while_running}} ELSE coalesce(f.error, j.error) END,
+                 THEN {{cancelled_while_running}}
+                 WHEN f.state = 'completed' THEN NULL
+                 ELSE coalesce(f.error, j.error) END,
     attempts = j.attempts - f.refund,
     next_attempt_at = CASE WHEN f.delay IS NULL OR j.cancel_requested_at IS NOT NULL THEN NULL
                            ELSE now() + f.delay * interval '1 second' END,

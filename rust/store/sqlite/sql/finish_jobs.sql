@@ -3,6 +3,7 @@
 -- null, 1 to give the attempt back else 0]. Each applies only while its attempt still holds
 -- the job (same lease token, still running): a stale attempt can never finish a newer one's job.
 -- A job whose cancel was requested while it ran never runs again (see the PostgreSQL twin).
+-- A completion clears the error of earlier failed attempts: a completed job has no error.
 UPDATE ferroq_jobs
 SET state = CASE WHEN ferroq_jobs.cancel_requested_at IS NOT NULL
                       AND f.state IN ('retryable', 'scheduled', 'available')
@@ -10,7 +11,9 @@ SET state = CASE WHEN ferroq_jobs.cancel_requested_at IS NOT NULL
     result = json(f.result),
     error = CASE WHEN ferroq_jobs.cancel_requested_at IS NOT NULL
                       AND f.state IN ('retryable', 'scheduled', 'available')
-                 THEN {{cancelled_while_running}} ELSE coalesce(f.error, ferroq_jobs.error) END,
+                 THEN {{cancelled_while_running}}
+                 WHEN f.state = 'completed' THEN NULL
+                 ELSE coalesce(f.error, ferroq_jobs.error) END,
     attempts = ferroq_jobs.attempts - f.refund,
     next_attempt_at = CASE WHEN f.delay IS NULL OR ferroq_jobs.cancel_requested_at IS NOT NULL
                            THEN NULL
