@@ -4,6 +4,7 @@ statement (how the dead letter is redriven or purged), and the ``older_than`` fi
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from helpers import wait_for_job, wait_until
@@ -175,3 +176,65 @@ def test_cancel_jobs_also_cancels_running_jobs_through_their_workers(app_factory
         done = wait_for_job(operator, job.id, "discarded", timeout=10)
         assert done.error == "cancelled while running"
     assert operator.cancel_jobs(action="hang") == 0
+
+
+def test_a_job_retried_ahead_of_its_queues_running_job_waits_for_it_and_stalls_no_other_queue(app_factory):
+    app = app_factory(poll_interval=60, concurrency=4)
+    release = threading.Event()
+    order = []
+    failing = {"on": True}
+
+    @app.performer("flaky", max_attempts=1)
+    def flaky(job):
+        order.append(("flaky", job.id))
+        if failing["on"]:
+            raise RuntimeError("down")
+
+    @app.performer("hold")
+    def hold(job):
+        order.append(("hold", job.id))
+        release.wait(30)
+
+    @app.performer("ok")
+    def ok(job):
+        order.append(("ok", job.id))
+
+    older = app.create_job("b", "flaky")
+    assert app.drain() == 1 and app.get_job(older.id).state == "failed"
+    failing["on"] = False
+    running = app.create_job("b", "hold")
+    try:
+        app.start()
+        wait_for_job(app, running.id, "running")
+        # Put back ahead of the running job in FIFO order: it must wait, and claims go on.
+        assert app.retry_jobs(queue="b", state="failed") == 1
+        elsewhere = app.create_job("other", "ok")
+        wait_for_job(app, elsewhere.id, "completed", timeout=10)
+        assert app.get_job(older.id).state == "available"
+    finally:
+        release.set()
+    wait_for_job(app, older.id, "completed", timeout=10)
+    assert order.index(("hold", running.id)) < order.index(("flaky", older.id), 1)
+
+
+def test_retry_jobs_forgets_a_cancel_request(app_factory):
+    worker = app_factory(poll_interval=60, wakeup_interval=0.05)
+    runs = []
+
+    @worker.performer("hang")
+    async def hang(job):
+        runs.append(job.id)
+        if len(runs) == 1:
+            await asyncio.sleep(60)
+
+    job = worker.create_job("q", "hang")
+    worker.start()
+    wait_until(lambda: runs == [job.id], timeout=10)
+    operator = app_factory()
+    assert operator.cancel_jobs(queue="q") == 1
+    wait_for_job(operator, job.id, "discarded", timeout=10)
+
+    assert operator.retry_jobs(queue="q", state="discarded") == 1
+    assert operator.get_job(job.id).cancel_requested_at is None
+    done = wait_for_job(operator, job.id, "completed", timeout=10)
+    assert runs == [job.id, job.id] and done.error is None

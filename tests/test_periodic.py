@@ -137,7 +137,7 @@ def test_four_worker_processes_enqueue_each_tick_exactly_once(backend, database_
     app_factory()  # the schema, before four processes race to create it
     workers = [processes.worker("apps.periodic_app:app", database_url) for _ in range(4)]
     wait_until(
-        lambda: all("ferroq worker" in processes.output(w) for w in workers),
+        lambda: all(" started: database " in processes.output(w) for w in workers),
         timeout=30,
         message=processes.describe,
     )

@@ -998,7 +998,9 @@ class App:
 
     def pause_queue(self, queue: str) -> None:
         """Pause a queue, or every queue a ``prefix*`` pattern matches, across all workers and
-        restarts: its running jobs finish, none starts until :meth:`resume_queue`."""
+        restarts: its running jobs finish, none starts until :meth:`resume_queue`. Jobs a
+        worker claimed ahead before the pause (``prefetch``; shown as running) may still start
+        within ``reservation_timeout``."""
         self._client.pause_queue(queue)
 
     def resume_queue(self, queue: str) -> None:

@@ -216,27 +216,32 @@ class Executor:
         fired: type[BaseException] | None = None
         raised: BaseException | None = None
         value: Any = None
-        # Looked at once armed: a cancel that comes later finds the performer armed.
-        if self._cancel_requested(job):
-            self._watchdog.disarm(key)
-            self._deliver(job, _cancelled())
-            return
+        cancelled_before_start = performer_returned = False
         try:
             try:
-                value = performer.fn(job)
+                # Looked at once armed (a cancel that comes later finds the performer armed),
+                # and inside the try: that cancel's interrupt may land here already.
+                cancelled_before_start = self._cancel_requested(job)
+                if not cancelled_before_start:
+                    value = performer.fn(job)
+                    performer_returned = True
             finally:
                 fired = self._watchdog.disarm(key)
         except (JobTimeoutError, ShutdownInterrupt, CancelInterrupt):
             pass
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is the attempt's outcome
             raised = exc
+        if cancelled_before_start:
+            self._deliver(job, _cancelled())
+            return
         held = None
         if job._completion_applied:
             held = _holds_lease(job)
             if not held:
                 self._deliver(job, Outcome.settled())
                 return
-        if fired is CancelInterrupt:
+        if fired is CancelInterrupt and not performer_returned:
+            # A performer that returned before the interrupt reached it keeps its outcome.
             outcome = _cancelled()
         elif fired is ShutdownInterrupt:
             outcome = Outcome.released()
@@ -347,9 +352,9 @@ class Executor:
 
     def _cancel_job_tasks(self, attempts: set[tuple[int, int]]) -> None:
         for task, (job, _performer, _deadline) in list(self._tasks.items()):
-            if job._attempt in attempts and task not in self._cancelled_tasks:
+            # A task already done keeps its outcome: cancel() is refused then.
+            if job._attempt in attempts and task not in self._cancelled_tasks and task.cancel():
                 self._cancelled_tasks.add(task)
-                task.cancel()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         job, performer, _deadline = self._tasks.pop(task)

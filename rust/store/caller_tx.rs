@@ -208,6 +208,8 @@ struct JobJson {
     error: Option<String>,
     result: Option<Box<RawValue>>,
     lease_token: Option<i64>,
+    #[serde(default)]
+    cancel_requested_at: Option<i64>,
     /// As stored (see `UniqueKey::from_stored`).
     #[serde(default)]
     unique_key: Option<String>,
@@ -269,7 +271,7 @@ fn decode_job(row: &str) -> Result<Job> {
         error: j.error,
         result: j.result.map(|r| r.get().to_owned()),
         lease_token: j.lease_token,
-        cancel_requested_at: None,
+        cancel_requested_at: j.cancel_requested_at.map(time).transpose()?,
         blocked_by: None,
         unique: j
             .unique_key

@@ -73,8 +73,6 @@ pub(crate) fn pending(applied: &[i32]) -> impl Iterator<Item = &'static Migratio
 mod tests {
     use super::*;
 
-    // Versions are assigned to parallel branches before they merge, so a branch may hold 7
-    // without 6: the table must be ordered and without repeats, not gapless.
     #[test]
     fn versions_ascend_from_one() {
         // Versions are assigned to branches in parallel, so one may land before a lower one:

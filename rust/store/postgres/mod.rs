@@ -73,6 +73,7 @@ const JOB_JSON: &str = "json_build_object('id', j.id, 'scope', j.scope, 'queue',
     'done_at', (extract(epoch FROM j.done_at) * 1000000)::int8, \
     'inserted_at', (extract(epoch FROM j.inserted_at) * 1000000)::int8, \
     'error', j.error, 'result', j.result, 'lease_token', j.lease_token, \
+    'cancel_requested_at', (extract(epoch FROM j.cancel_requested_at) * 1000000)::int8, \
     'params_bytes', encode(j.params_bytes, 'hex'), 'unique_key', j.unique_key, \
     'duplicate', j.duplicates > 0)::text";
 
@@ -120,11 +121,13 @@ sql!(LIST_JOBS = "list_jobs.sql", "{{job_columns}}" => JOB_COLUMNS, "{{blocked_b
 sql!(COUNT_JOBS = "count_jobs.sql", "{{filter}}" => JOB_FILTER);
 pg_sql!(QUEUE_COUNTS, "queue_counts.sql");
 pg_sql!(BLOCKED_HEADS, "blocked_heads.sql");
-sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER);
+sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER,
+    "{{retry_set}}" => include_str!("sql/retry_set.sql"));
 sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER);
 sql!(BULK_REQUEST_CANCEL = "bulk_request_cancel.sql", "{{filter}}" => JOB_FILTER);
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER);
-pg_sql!(RETRY_JOB, "retry_job.sql");
+sql!(RETRY_JOB = "retry_job.sql", "{{job_columns}}" => JOB_COLUMNS,
+    "{{retry_set}}" => include_str!("sql/retry_set.sql"));
 pg_sql!(CANCEL_JOB, "cancel_job.sql");
 pg_sql!(REQUEST_CANCEL, "request_cancel.sql");
 pg_sql!(NOTIFY_CANCEL, "notify_cancel.sql");

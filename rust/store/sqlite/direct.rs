@@ -401,7 +401,7 @@ unsafe fn time(stmt: *mut ffi::sqlite3_stmt, i: c_int) -> Option<DateTime<Utc>> 
     integer(stmt, i).and_then(DateTime::from_timestamp_micros)
 }
 
-/// A row of a unique insert has two more columns than `INSERTED_COLUMNS`
+/// A row of a unique insert has one more column than `INSERTED_COLUMNS`, the duplicate flag
 /// (`UNIQUE_INSERTED_COLUMNS`).
 const UNIQUE_COLUMN_COUNT: c_int = 25;
 

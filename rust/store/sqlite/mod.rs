@@ -91,7 +91,7 @@ const JOB_JSON: &str = "json_object('id', id, 'scope', scope, 'queue', queue, 'a
     'attempted_at', attempted_at, 'attempted_by', attempted_by, \
     'next_attempt_at', next_attempt_at, 'done_at', done_at, 'inserted_at', inserted_at, \
     'error', error, 'result', json(result), 'lease_token', lease_token, \
-    'params_bytes', CASE WHEN params_bytes IS NOT NULL THEN hex(params_bytes) END, \
+    'cancel_requested_at', cancel_requested_at, 'params_bytes', CASE WHEN params_bytes IS NOT NULL THEN hex(params_bytes) END, \
     'unique_key', unique_key, 'duplicate', json(CASE WHEN duplicates > 0 THEN 'true' ELSE 'false' END))";
 
 macro_rules! sqlite_sql {
@@ -123,11 +123,13 @@ sql!(LIST_JOBS = "list_jobs.sql", "{{filter}}" => JOB_FILTER, "{{job_columns}}" 
 sql!(COUNT_JOBS = "count_jobs.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sqlite_sql!(QUEUE_COUNTS, "queue_counts.sql");
 sql!(BLOCKED_HEADS = "blocked_heads.sql", "{{job_columns}}" => JOB_COLUMNS);
-sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
+sql!(BULK_RETRY = "bulk_retry.sql", "{{filter}}" => JOB_FILTER,
+    "{{retry_set}}" => include_str!("sql/retry_set.sql"), "{{now}}" => NOW);
 sql!(BULK_CANCEL = "bulk_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sql!(BULK_REQUEST_CANCEL = "bulk_request_cancel.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
 sql!(BULK_DELETE = "bulk_delete.sql", "{{filter}}" => JOB_FILTER, "{{now}}" => NOW);
-sqlite_sql!(RETRY_JOB, "retry_job.sql");
+sql!(RETRY_JOB = "retry_job.sql", "{{retry_set}}" => include_str!("sql/retry_set.sql"),
+    "{{job_columns}}" => JOB_COLUMNS, "{{now}}" => NOW);
 sqlite_sql!(CANCEL_JOB, "cancel_job.sql");
 sqlite_sql!(REQUEST_CANCEL, "request_cancel.sql");
 sqlite_sql!(CANCEL_REQUESTED, "cancel_requested.sql");

@@ -78,6 +78,10 @@ WITH paused AS MATERIALIZED (
                     AND p.state IN ('scheduled', 'available', 'running', 'retryable')
                   ORDER BY p.scheduled_at, p.sequence
                   LIMIT 1)
+      -- Nor may another of its jobs run: a job put back ahead of the running one (a retried
+      -- older job) waits for it, instead of failing every claim on the one-running index.
+      AND NOT EXISTS (SELECT 1 FROM ferroq_jobs AS r
+                      WHERE r.scope = $1 AND r.blocking AND r.queue = h.queue AND r.state = 'running')
     ORDER BY h.run_at, h.sequence
     LIMIT least($4, $10)
 ), head_candidates AS (

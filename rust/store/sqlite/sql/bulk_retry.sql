@@ -1,5 +1,4 @@
 -- retry_job.sql for every job the filter matches (?4: the states a retry applies to).
 UPDATE ferroq_jobs
-SET state = 'available', run_at = {{now}}, next_attempt_at = NULL, done_at = NULL, head = NULL,
-    max_attempts = max(max_attempts, attempts + 1)
+SET {{retry_set}}
 WHERE {{filter}}
