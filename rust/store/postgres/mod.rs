@@ -301,7 +301,7 @@ impl PgStore {
 
     /// One claim transaction: place new blocking jobs (how many were looked at comes back),
     /// then claim.
-    async fn claim_round(&self, request: &ClaimRequest<'_>) -> Result<(i64, Vec<Job>)> {
+    async fn claim_round(&self, request: &ClaimRequest<'_>) -> Result<ClaimRound> {
         let client = self.client().await?;
         let ttl = request.lease_ttl.as_secs_f64();
         let limit = request.limit as i64;
@@ -354,10 +354,11 @@ impl PgStore {
             client.batch_execute("COMMIT"),
         );
         match pipelined {
-            Ok((_, looked_at, _, rows, _)) => Ok((
-                looked_at.get(0),
-                rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?,
-            )),
+            Ok((_, resolved, _, rows, _)) => Ok(ClaimRound {
+                looked_at: resolved.get(0),
+                skipped_placing: resolved.get(1),
+                jobs: rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?,
+            }),
             Err(err) => {
                 drop(deadpool_postgres::Object::take(client));
                 Err(err.into())
@@ -475,6 +476,19 @@ impl PgStore {
         outcome
     }
 }
+
+/// One claim transaction's answer: how many new blocking jobs it looked at to place, whether
+/// it skipped some another claimer was placing, and the jobs it claimed.
+struct ClaimRound {
+    looked_at: i64,
+    skipped_placing: bool,
+    jobs: Vec<Job>,
+}
+
+/// A claim that skipped new jobs another claimer was placing looks again after this, at most
+/// this many times (see `claim`).
+const LOOK_AGAIN_AFTER_PLACING: Duration = Duration::from_millis(20);
+const LOOKS_AFTER_PLACING: u32 = 5;
 
 /// Where listings put BLOCKED_BY: right after JOB_COLUMNS.
 const BLOCKED_BY_COLUMN: usize = 24;
@@ -663,7 +677,26 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, request: &ClaimRequest<'_>) -> Result<Vec<Job>> {
-        let (looked_at, mut jobs) = self.claim_round(request).await?;
+        let ClaimRound {
+            looked_at,
+            mut skipped_placing,
+            mut jobs,
+        } = self.claim_round(request).await?;
+        // Another claimer was placing new blocking jobs: once it commits, heads it did not
+        // take may be ready, and nothing wakes this worker for them. Its transaction is short.
+        let mut looks = 0;
+        while skipped_placing && jobs.len() < request.limit && looks < LOOKS_AFTER_PLACING {
+            looks += 1;
+            tokio::time::sleep(LOOK_AGAIN_AFTER_PLACING).await;
+            let rest = ClaimRequest {
+                limit: request.limit - jobs.len(),
+                blocking_limit: request.blocking_limit.saturating_sub(jobs.len()),
+                ..request.clone()
+            };
+            let round = self.claim_round(&rest).await?;
+            skipped_placing = round.skipped_placing;
+            jobs.extend(round.jobs);
+        }
         if looked_at >= HEADS_PLACED_PER_STATEMENT && jobs.len() < request.limit {
             // More new blocking jobs than one statement places: place them all, then claim
             // the rest of the batch.
@@ -682,7 +715,7 @@ impl Store for PgStore {
                 blocking_limit: request.blocking_limit.saturating_sub(jobs.len()),
                 ..request.clone()
             };
-            jobs.extend(self.claim_round(&rest).await?.1);
+            jobs.extend(self.claim_round(&rest).await?.jobs);
         }
         Ok(jobs)
     }

@@ -558,3 +558,69 @@ pub async fn a_blocking_head_of_an_unserved_action_holds_its_queue(backend: Back
     assert_eq!(head[0].attempts, 1);
     db.drop().await;
 }
+
+/// Two claimers start together: the first is placing the new blocking jobs (their rows locked
+/// in its open transaction) when the second looks. The second must not conclude that nothing
+/// is ready and sleep until the next poll: once the first commits, the heads it placed and did
+/// not take are the second's to claim (PostgreSQL: SQLite runs one claim at a time).
+pub async fn a_claim_that_meets_another_claimer_placing_heads_looks_again(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let inserted = db
+        .store
+        .insert_jobs("default", &[job("a", true), job("b", true)])
+        .await
+        .unwrap();
+    let crate::support::CallerConn::Postgres(mut other) = db.caller_connection().await else {
+        unreachable!("PostgreSQL only");
+    };
+    // Undecided, as jobs inserted through a caller's transaction or with a unique key are.
+    other
+        .execute("UPDATE ferroq_jobs SET head = NULL", &[])
+        .await
+        .unwrap();
+    // The other claimer: it locks the new jobs as resolve_heads.sql does, marks them heads,
+    // and commits a moment later.
+    let placing = other.transaction().await.unwrap();
+    placing
+        .execute("UPDATE ferroq_jobs SET head = true WHERE head IS NULL", &[])
+        .await
+        .unwrap();
+    let commit_later = async move {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        placing.commit().await.unwrap();
+    };
+    let request = claim(10, &BLOCKING_ONLY);
+    let (claimed, ()) = tokio::join!(db.store.claim(&request), commit_later);
+    let mut claimed = ids(&claimed.unwrap());
+    claimed.sort();
+    assert_eq!(
+        claimed,
+        ids(&inserted),
+        "the claim gave up while another placed the heads"
+    );
+}
+
+/// Another claimer holds the oldest ready head right now: a claim of one job must take the
+/// next ready head, not pick the held one, skip it, and come back empty while heads wait.
+pub async fn a_claim_passes_over_a_head_another_claimer_holds(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let inserted = db
+        .store
+        .insert_jobs("default", &[job("a", true), job("b", true)])
+        .await
+        .unwrap();
+    let crate::support::CallerConn::Postgres(mut other) = db.caller_connection().await else {
+        unreachable!("PostgreSQL only");
+    };
+    let holding = other.transaction().await.unwrap();
+    holding
+        .execute(
+            "SELECT id FROM ferroq_jobs WHERE id = $1 FOR UPDATE",
+            &[&inserted[0].id],
+        )
+        .await
+        .unwrap();
+    let claimed = db.store.claim(&claim(1, &BLOCKING_ONLY)).await.unwrap();
+    assert_eq!(ids(&claimed), vec![inserted[1].id]);
+    holding.rollback().await.unwrap();
+}

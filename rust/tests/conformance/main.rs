@@ -125,5 +125,8 @@ support::conformance! {
         // SQLite has no NOTIFY payload (any commit wakes) and no server session to lose.
         wakeups::a_notify_for_another_scope_does_not_wake_a_listener,
         wakeups::listen_reconnects_after_losing_its_connection,
+        // SQLite runs one claim at a time: no claim meets another one placing heads.
+        claim_finish::a_claim_that_meets_another_claimer_placing_heads_looks_again,
+        claim_finish::a_claim_passes_over_a_head_another_claimer_holds,
     ],
 }

@@ -84,6 +84,11 @@ WITH paused AS MATERIALIZED (
                       WHERE r.scope = $1 AND r.blocking AND r.queue = h.queue AND r.state = 'running')
     ORDER BY h.run_at, h.sequence
     LIMIT least($4, $10)
+    -- Locked as they are read, so the limit counts only heads this claim gets: a head another
+    -- claimer holds right now is passed over for the next one. Locked after the limit, two
+    -- claimers starting together would pick the same first heads and one would get none,
+    -- then sleep until a wake-up that no one sends while ready heads wait.
+    FOR UPDATE OF h SKIP LOCKED
 ), head_candidates AS (
     -- The row lock re-checks the state (SKIP LOCKED + READ COMMITTED re-evaluation), and the
     -- unique index ferroq_jobs_one_running_per_blocking_queue backs the rule up in the schema.

@@ -8,7 +8,9 @@
 -- that starts after that (promote_heads.sql), so it sees this job. If every job before it is
 -- locked (being claimed or finished right now), the job stays undecided for the next claim.
 -- At most $2 jobs per statement; it returns how many it looked at, so that the caller knows
--- whether more wait.
+-- whether more wait, and whether it skipped new jobs another claimer is placing right now:
+-- those may be ready heads once that claim commits, which no NOTIFY announces, so the caller
+-- looks again shortly instead of waiting for one.
 WITH fresh AS (
     SELECT f.id, f.queue, f.scheduled_at, f.sequence
     FROM ferroq_jobs AS f
@@ -43,4 +45,8 @@ WITH fresh AS (
     FROM decided
     WHERE j.id = decided.id AND (NOT decided.behind OR decided.held_ahead IS NOT NULL)
 )
-SELECT count(*) FROM fresh
+SELECT (SELECT count(*) FROM fresh),
+       EXISTS (SELECT 1 FROM ferroq_jobs AS s
+               WHERE s.scope = $1 AND s.blocking AND s.head IS NULL
+                 AND s.state IN ('scheduled', 'available', 'running', 'retryable')
+                 AND s.id NOT IN (SELECT fresh.id FROM fresh))
