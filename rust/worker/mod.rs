@@ -352,7 +352,10 @@ impl Reported {
         // Closures: a record below the level never evaluates its arguments.
         let ran = || {
             self.started_at
-                .map(|since| format!(" after {:?}", now.saturating_duration_since(since)))
+                .map(|since| {
+                    let ms = now.saturating_duration_since(since).as_secs_f64() * 1000.0;
+                    format!(" after {ms:.1}ms")
+                })
                 .unwrap_or_default()
         };
         // A claim past the last attempt (only its failure hook ran) gives its count back.
